@@ -1,0 +1,427 @@
+"""Load and validate ``studies/*.yaml`` and ``search_spaces/*.yaml``.
+
+Every problem is reported as a :class:`ConfigError` naming the file, the field and what is
+allowed, before anything is trained or written to storage.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from dlas_dse import stack  # noqa: F401  (importing the stack fills the layer registries)
+from dlas_dse.registry import LAYERS, Param, Registry, UnknownEntryError
+from dlas_dse.space import Constraint, Parameter, SearchSpace
+
+OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "size_bytes": "minimize"}
+"""Objectives a study can optimise, with their default directions."""
+SAMPLERS: dict[str, dict[str, Param]] = {
+    "nsga2": {"population_size": Param(int, default=None, low=2, help="individuals per generation")},
+    "tpe": {"n_startup_trials": Param(int, default=None, low=0, help="random trials before TPE")},
+    "random": {},
+    "grid": {},
+}
+"""Samplers a study can use, with the options each accepts."""
+
+SETTINGS: dict[str, dict[str, Param]] = {
+    "evaluation": {
+        "batch_size": Param(int, default=32, low=1, high=4096,
+                            help="batch of the build that computes accuracy"),
+        "max_samples": Param(int, default=None, low=1,
+                             help="evaluate accuracy on a stratified subset of this many images"),
+    },
+    "measurement": {
+        "warmup_runs": Param(int, default=2, low=0, help="untimed runs before measuring"),
+        "min_repeats": Param(int, default=5, low=1, help="fewest timed runs"),
+        "max_repeats": Param(int, default=200, low=1, help="most timed runs"),
+        "min_time_s": Param(float, default=1.0, low=0.0, help="keep timing until this much time"),
+    },
+    "verification": {
+        "samples": Param(int, default=4, low=1, help="validation images compared with PyTorch"),
+        "tolerance": Param(float, default=1e-3, low=0.0,
+                           help="max |compiled - PyTorch| relative to max(1, max |PyTorch|)"),
+    },
+}
+"""Study sections that tune how a trial evaluates, measures and verifies."""
+
+
+class ConfigError(Exception):
+    """A configuration problem: which file, which field, what is wrong, what is allowed."""
+
+    def __init__(self, file: str | os.PathLike, field: str, problem: str):
+        self.file, self.field, self.problem = str(file), field, problem
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return f"{self.file}: {self.field}: {self.problem}"
+
+
+def _unknown(name: str, allowed: list[str]) -> str:
+    """'unknown field X; allowed: ...' with a did-you-mean hint."""
+    hint = difflib.get_close_matches(name, allowed, n=1)
+    suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
+    return f"unknown field {name!r}{suffix}; allowed: {', '.join(allowed)}"
+
+
+def project_root() -> Path:
+    """The directory holding ``studies/`` and ``search_spaces/``: the working directory if it
+    has them, else the checkout this package lives in."""
+    cwd = Path.cwd()
+    if (cwd / "studies").is_dir() or (cwd / "search_spaces").is_dir():
+        return cwd
+    return Path(__file__).resolve().parent.parent
+
+
+def _resolve(name_or_path: str, folder: str, what: str, relative_to: Path | None = None) -> Path:
+    """A name (``quickstart``) or a path (``my/space.yaml``) → an existing YAML file."""
+    candidate = Path(name_or_path)
+    if candidate.suffix in (".yaml", ".yml") and candidate.exists():
+        return candidate
+    base = relative_to if relative_to is not None else project_root()
+    path = base / folder / f"{name_or_path}.yaml"
+    if path.exists():
+        return path
+    known = sorted(p.stem for p in (base / folder).glob("*.yaml"))
+    raise ConfigError(path, what, f"unknown {what} {name_or_path!r}; available: "
+                      f"{', '.join(known) or '(none)'} in {base / folder}")
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        raise ConfigError(path, "(syntax)", f"{where}{getattr(error, 'problem', error)}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(path, "(top level)", "expected a mapping of fields")
+    return data
+
+
+# --------------------------------------------------------------------------- search spaces
+
+def _values(file: Path, where: str, raw: Any) -> tuple:
+    """A condition's value or list of values, as a tuple."""
+    values = tuple(raw) if isinstance(raw, list) else (raw,)
+    if not values:
+        raise ConfigError(file, where, "needs at least one value")
+    return values
+
+
+def _condition(file: Path, where: str, raw: Any, known: dict[str, Parameter]) -> dict[str, tuple]:
+    """Parse ``{layer.param: value | [values]}`` against the parameters defined so far."""
+    if not isinstance(raw, dict) or not raw:
+        raise ConfigError(file, where, "expected a mapping like {compression.technique: none}")
+    condition = {}
+    for name, value in raw.items():
+        if name not in known:
+            raise ConfigError(file, f"{where}.{name}", "refers to a parameter not defined before this "
+                              f"point (layers are read in the order {', '.join(LAYERS)}); defined: "
+                              f"{', '.join(known)}")
+        param = known[name]
+        if not param.discrete:
+            raise ConfigError(file, f"{where}.{name}", "conditions may only name parameters given as "
+                              "'choices' or a fixed value, not a range")
+        values = _values(file, f"{where}.{name}", value)
+        for v in values:
+            if v not in param.values:
+                raise ConfigError(file, f"{where}.{name}", f"{v!r} never occurs; {name} takes "
+                                  f"{', '.join(map(repr, param.values))}")
+        condition[name] = values
+    return condition
+
+
+def _parameter(file: Path, name: str, raw: Any, schema: Param, known: dict[str, Parameter]) -> Parameter:
+    """Parse one parameter spec: a plain value, {fixed}, {choices}, or {range, step, log}; + when."""
+    if not isinstance(raw, dict):
+        raw = {"fixed": raw}
+    allowed = ["fixed", "choices", "range", "step", "log", "when"]
+    for key in raw:
+        if key not in allowed:
+            raise ConfigError(file, f"{name}.{key}", _unknown(key, allowed))
+    kinds = [k for k in ("fixed", "choices", "range") if k in raw]
+    if len(kinds) != 1:
+        raise ConfigError(file, name, f"give exactly one of fixed, choices, range (got {kinds or 'none'}); "
+                          f"{name} is {schema.describe()}")
+    kind = kinds[0]
+    when = _condition(file, f"{name}.when", raw["when"], known) if "when" in raw else {}
+
+    def check(value: Any, where: str) -> Any:
+        problem = schema.check(value)
+        if problem:
+            raise ConfigError(file, where, f"{problem}; {name} is {schema.describe()}")
+        return float(value) if schema.type is float else value
+
+    if kind == "fixed":
+        return Parameter(name, "fixed", (check(raw["fixed"], name),), when=when)
+    if kind == "choices":
+        choices = raw["choices"]
+        if not isinstance(choices, list) or not choices:
+            raise ConfigError(file, f"{name}.choices", "expected a non-empty list")
+        if len(set(map(repr, choices))) != len(choices):
+            raise ConfigError(file, f"{name}.choices", "lists a value twice")
+        values = tuple(check(v, f"{name}.choices") for v in choices)
+        return Parameter(name, "choices", values, when=when)
+    if schema.type not in (int, float):
+        raise ConfigError(file, f"{name}.range", f"a range needs a numeric parameter; {name} is "
+                          f"{schema.describe()}; use 'choices' instead")
+    bounds = raw["range"]
+    if not isinstance(bounds, list) or len(bounds) != 2:
+        raise ConfigError(file, f"{name}.range", "expected [low, high]")
+    low, high = (check(b, f"{name}.range") for b in bounds)
+    if low >= high:
+        raise ConfigError(file, f"{name}.range", f"low {low} must be below high {high}")
+    step, log = raw.get("step"), raw.get("log", False)
+    if not isinstance(log, bool):
+        raise ConfigError(file, f"{name}.log", f"expected true or false, got {log!r}")
+    if step is not None and (not isinstance(step, (int, float)) or isinstance(step, bool) or step <= 0
+                             or (schema.type is int and not isinstance(step, int))):
+        raise ConfigError(file, f"{name}.step", f"expected a positive {schema.type.__name__}, got {step!r}")
+    if log and (low <= 0 or (step not in (None, 1))):
+        raise ConfigError(file, f"{name}.log", "a log range needs low > 0 and no step")
+    return Parameter(name, "range", (), low=low, high=high, step=step, log=log,
+                     integer=schema.type is int, when=when)
+
+
+def _layer_parameters(file: Path, registry: Registry, block: Any,
+                      known: dict[str, Parameter]) -> list[Parameter]:
+    """Parse one layer's block; entry-specific parameters become conditional on their entries."""
+    layer = registry.layer
+    if block is None:
+        block = {}
+    if not isinstance(block, dict):
+        raise ConfigError(file, layer, f"expected a mapping of parameters, e.g. {registry.selector}: ...")
+    schema = registry.parameters()
+    for key in block:
+        if key not in schema:
+            raise ConfigError(file, f"{layer}.{key}", _unknown(key, list(schema)))
+
+    selector_name = f"{layer}.{registry.selector}"
+    if registry.selector in block:
+        selector = _parameter(file, selector_name, block[registry.selector],
+                              Param(str, choices=None), known)
+        for value in selector.values:
+            try:
+                registry.get(value)
+            except UnknownEntryError as error:
+                raise ConfigError(file, selector_name, str(error)) from None
+    else:
+        selector = Parameter(selector_name, "fixed", (schema[registry.selector].default,))
+    known[selector_name] = selector
+    selectable = set(selector.values)
+    parameters = [selector]
+
+    def conditional(key: str, parameter: Parameter) -> Parameter:
+        owners = registry.owners(key)
+        if not owners:
+            return parameter
+        active = [o for o in owners if o in selectable]
+        when = {selector_name: tuple(active), **parameter.when}
+        return Parameter(**{**parameter.__dict__, "when": when})
+
+    for key, raw in block.items():
+        if key == registry.selector:
+            continue
+        name = f"{layer}.{key}"
+        owners = registry.owners(key)
+        if owners and not selectable.intersection(owners):
+            raise ConfigError(file, name, f"applies only to {registry.selector} "
+                              f"{', '.join(owners)}, which this space never selects")
+        parameter = conditional(key, _parameter(file, name, raw, schema[key], known))
+        known[name] = parameter
+        parameters.append(parameter)
+
+    for key, spec in schema.items():
+        name = f"{layer}.{key}"
+        if key in block or key == registry.selector:
+            continue
+        owners = registry.owners(key)
+        if owners and not selectable.intersection(owners):
+            continue
+        if spec.default is None:
+            raise ConfigError(file, name, f"required: {name} is {spec.describe()}")
+        parameter = conditional(key, Parameter(name, "fixed", (spec.default,)))
+        known[name] = parameter
+        parameters.append(parameter)
+    return parameters
+
+
+def _constraints(file: Path, raw: Any, known: dict[str, Parameter]) -> list[Constraint]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise ConfigError(file, "constraints", "expected a list of {name, if, then, reason}")
+    constraints = []
+    for index, item in enumerate(raw):
+        where = f"constraints[{index}]"
+        if not isinstance(item, dict):
+            raise ConfigError(file, where, "expected a mapping with 'if' and optionally 'then', 'name', 'reason'")
+        for key in item:
+            if key not in ("name", "if", "then", "reason"):
+                raise ConfigError(file, f"{where}.{key}", _unknown(key, ["name", "if", "then", "reason"]))
+        if "if" not in item:
+            raise ConfigError(file, where, "needs an 'if' mapping (the combinations it applies to)")
+        name = str(item.get("name", where))
+        condition = _condition(file, f"{where}.if", item["if"], known)
+        requirement = _condition(file, f"{where}.then", item["then"], known) if "then" in item else {}
+        constraints.append(Constraint(name, condition, requirement, str(item.get("reason", ""))))
+    return constraints
+
+
+def load_space(name_or_path: str, relative_to: Path | None = None) -> SearchSpace:
+    """Read and validate a search space by name (``search_spaces/<name>.yaml``) or path."""
+    path = _resolve(name_or_path, "search_spaces", "space", relative_to)
+    data = _read_yaml(path)
+    allowed = ["description", *LAYERS, "constraints"]
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(path, key, _unknown(key, allowed))
+    known: dict[str, Parameter] = {}
+    parameters: list[Parameter] = []
+    for layer, registry in LAYERS.items():
+        parameters += _layer_parameters(path, registry, data.get(layer), known)
+    space = SearchSpace(path.stem, str(path), parameters, _constraints(path, data.get("constraints"), known),
+                        str(data.get("description", "")))
+    if not space.has_valid_configuration():
+        raise ConfigError(path, "constraints", "together they exclude every combination of the space; "
+                          "relax a constraint or add choices")
+    return space
+
+
+# --------------------------------------------------------------------------- studies
+
+@dataclass
+class StudyConfig:
+    """A validated study: its space, objectives, sampler, budget, storage and settings."""
+
+    name: str
+    source: str
+    space: SearchSpace
+    objectives: dict[str, str]
+    sampler: str = "nsga2"
+    sampler_options: dict[str, Any] = field(default_factory=dict)
+    n_trials: int = 10
+    seed: int = 0
+    storage: str = ""
+    trial_timeout_s: float = 1800.0
+    cache_dir: str = ""
+    description: str = ""
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def directions(self) -> list[str]:
+        """Optuna directions in objective order."""
+        return list(self.objectives.values())
+
+
+def _section(file: Path, section: str, raw: Any) -> dict[str, Any]:
+    """Validate a settings section against :data:`SETTINGS` and fill in its defaults."""
+    schema = SETTINGS[section]
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(file, section, f"expected a mapping with {', '.join(schema)}")
+    values = {}
+    for key, spec in schema.items():
+        value = raw.get(key, spec.default)
+        if value is not None:
+            problem = spec.check(value)
+            if problem:
+                raise ConfigError(file, f"{section}.{key}", f"{problem}; {key} is {spec.describe()}")
+        values[key] = value
+    for key in raw:
+        if key not in schema:
+            raise ConfigError(file, f"{section}.{key}", _unknown(key, list(schema)))
+    return values
+
+
+def _check(file: Path, field_name: str, value: Any, spec: Param) -> Any:
+    problem = spec.check(value)
+    if problem:
+        raise ConfigError(file, field_name, f"{problem}; {field_name} is {spec.describe()}")
+    return value
+
+
+def load_study(name_or_path: str) -> StudyConfig:
+    """Read and validate a study by name (``studies/<name>.yaml``) or path, with its space."""
+    path = _resolve(name_or_path, "studies", "study")
+    data = _read_yaml(path)
+    allowed = ["description", "space", "objectives", "sampler", "n_trials", "seed", "storage",
+               "trial_timeout_s", "cache_dir", *SETTINGS]
+    for key in data:
+        if key not in allowed:
+            raise ConfigError(path, key, _unknown(key, allowed))
+    if "space" not in data:
+        raise ConfigError(path, "space", "required: the name of a file in search_spaces/")
+    try:
+        space = load_space(str(data["space"]), relative_to=path.resolve().parent.parent)
+    except ConfigError as error:
+        if error.field == "space":
+            raise ConfigError(path, "space", error.problem) from None
+        raise
+
+    objectives = data.get("objectives", dict(OBJECTIVES))
+    if isinstance(objectives, list):
+        objectives = {name: OBJECTIVES.get(name) for name in objectives}
+    if not isinstance(objectives, dict) or not objectives:
+        raise ConfigError(path, "objectives", f"expected a mapping like {OBJECTIVES}")
+    for name, direction in objectives.items():
+        if name not in OBJECTIVES:
+            raise ConfigError(path, f"objectives.{name}", _unknown(name, list(OBJECTIVES)).replace(
+                "field", "objective"))
+        if direction not in ("maximize", "minimize"):
+            raise ConfigError(path, f"objectives.{name}", f"direction {direction!r}; allowed: maximize, minimize")
+
+    sampler = data.get("sampler", "nsga2")
+    options: dict[str, Any] = {}
+    if isinstance(sampler, dict):
+        options = {k: v for k, v in sampler.items() if k != "name"}
+        sampler = sampler.get("name", "nsga2")
+    if sampler not in SAMPLERS:
+        raise ConfigError(path, "sampler", f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    for key, value in options.items():
+        if key not in SAMPLERS[sampler]:
+            raise ConfigError(path, f"sampler.{key}", _unknown(key, ["name", *SAMPLERS[sampler]]))
+        _check(path, f"sampler.{key}", value, SAMPLERS[sampler][key])
+    if sampler == "grid":
+        try:
+            next(iter(space.grid()))
+        except ValueError as error:
+            raise ConfigError(path, "sampler", f"grid needs an enumerable space: {error}") from None
+
+    name = path.stem
+    storage = data.get("storage") or f"sqlite:///{project_root() / 'results' / f'{name}.db'}"
+    if not isinstance(storage, str) or "://" not in storage:
+        raise ConfigError(path, "storage", f"expected an SQLAlchemy URL like sqlite:///results/{name}.db "
+                          f"or postgresql://user@host/db, got {storage!r}")
+    return StudyConfig(
+        name=name, source=str(path), space=space, objectives=objectives,
+        sampler=sampler, sampler_options=options,
+        n_trials=_check(path, "n_trials", data.get("n_trials", 10), Param(int, low=1)),
+        seed=_check(path, "seed", data.get("seed", 0), Param(int, low=0)),
+        storage=storage,
+        trial_timeout_s=float(_check(path, "trial_timeout_s", data.get("trial_timeout_s", 1800.0),
+                                     Param(float, low=1.0))),
+        cache_dir=str(data.get("cache_dir") or os.environ.get("DLAS_CACHE_DIR")
+                      or project_root() / "results" / "cache"),
+        description=str(data.get("description", "")),
+        settings={section: _section(path, section, data.get(section)) for section in SETTINGS},
+    )
+
+
+def available(folder: str) -> list[tuple[str, str]]:
+    """(name, description) of every YAML file in ``studies/`` or ``search_spaces/``."""
+    entries = []
+    for path in sorted((project_root() / folder).glob("*.yaml")):
+        try:
+            description = str((yaml.safe_load(path.read_text()) or {}).get("description", ""))
+        except yaml.YAMLError:
+            description = "(unreadable YAML)"
+        entries.append((path.stem, description.strip().splitlines()[0] if description.strip() else ""))
+    return entries

@@ -1,0 +1,143 @@
+"""One registry per DLAS layer.
+
+Adding a technique to a layer is one decorated function::
+
+    @COMPRESSIONS.register("weight_pruning", sparsity=Param(float, low=0.0, high=1.0))
+    def weight_pruning(model, dataset, params): ...
+
+The registry records the entry's own parameters so that configuration files can be
+validated (unknown keys, wrong types, out-of-range values) before any work starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+
+@dataclass(frozen=True)
+class Param:
+    """Schema of one configuration parameter: its type, bounds or allowed values, default."""
+
+    type: type
+    default: Any = None
+    low: float | None = None
+    high: float | None = None
+    choices: tuple | None = None
+    help: str = ""
+
+    def check(self, value: Any) -> str | None:
+        """Return a description of what is wrong with ``value``, or None if it is valid."""
+        if self.type is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, self.type) or (self.type is int and isinstance(value, bool)):
+            return f"expected {self.type.__name__}, got {type(value).__name__} {value!r}"
+        if self.choices is not None and value not in self.choices:
+            return f"unknown value {value!r}; allowed: {', '.join(map(str, self.choices))}"
+        if self.low is not None and value < self.low:
+            return f"{value!r} is below the minimum {self.low}"
+        if self.high is not None and value > self.high:
+            return f"{value!r} is above the maximum {self.high}"
+        return None
+
+    def describe(self) -> str:
+        """Human-readable domain, used in error messages and ``list``."""
+        if self.choices is not None:
+            return "one of " + ", ".join(map(str, self.choices))
+        bounds = ""
+        if self.low is not None or self.high is not None:
+            bounds = f" in [{self.low if self.low is not None else '-inf'}, " \
+                     f"{self.high if self.high is not None else 'inf'}]"
+        return f"{self.type.__name__}{bounds}"
+
+
+@dataclass
+class Entry:
+    """A registered technique: its name, the function implementing it, its own parameters."""
+
+    name: str
+    function: Callable
+    params: dict[str, Param] = field(default_factory=dict)
+    summary: str = ""
+
+
+class UnknownEntryError(KeyError):
+    """Raised when a name is not registered in a layer's registry."""
+
+    def __init__(self, registry: "Registry", name: str):
+        self.registry, self.name = registry, name
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        return (f"unknown {self.registry.layer} {self.registry.selector} {self.name!r}; "
+                f"supported: {', '.join(self.registry.names())}")
+
+
+class Registry:
+    """Named entries of one DLAS layer, chosen by the layer's selector parameter."""
+
+    def __init__(self, layer: str, selector: str, common: dict[str, Param] | None = None):
+        self.layer = layer
+        self.selector = selector
+        self.common = dict(common or {})
+        self._entries: dict[str, Entry] = {}
+
+    def register(self, name: str, **params: Param) -> Callable[[Callable], Callable]:
+        """Decorator adding ``function`` under ``name`` with its own parameters."""
+
+        def decorate(function: Callable) -> Callable:
+            if name in self._entries:
+                raise ValueError(f"{self.layer} {name!r} is registered twice")
+            summary = (function.__doc__ or "").strip().splitlines()[0] if function.__doc__ else ""
+            self._entries[name] = Entry(name, function, params, summary)
+            return function
+
+        return decorate
+
+    def get(self, name: str) -> Entry:
+        """The entry registered as ``name``; raises :class:`UnknownEntryError` listing the others."""
+        try:
+            return self._entries[name]
+        except KeyError:
+            raise UnknownEntryError(self, name) from None
+
+    def names(self) -> list[str]:
+        """Registered names, in registration order."""
+        return list(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def parameters(self) -> dict[str, Param]:
+        """Every parameter the layer accepts: the selector, common ones and all entries' own."""
+        schema = {self.selector: Param(str, default=self.names()[0] if self._entries else None,
+                                       choices=tuple(self.names()))}
+        schema.update(self.common)
+        for entry in self._entries.values():
+            schema.update(entry.params)
+        return schema
+
+    def owners(self, param: str) -> list[str]:
+        """Entries that declare ``param`` as their own (empty for the selector and common ones)."""
+        return [e.name for e in self._entries.values() if param in e.params]
+
+
+DATASETS = Registry("dataset", "name", common={
+    "val_fraction": Param(float, default=0.2, low=0.05, high=0.5,
+                          help="share of the data held out for validation (stratified)"),
+    "split_seed": Param(int, default=0, low=0, help="seed of the train/validation split"),
+})
+MODELS = Registry("model", "architecture", common={
+    "epochs": Param(int, default=2, low=0, high=1000, help="training epochs"),
+    "learning_rate": Param(float, default=0.05, low=1e-6, high=10.0, help="SGD learning rate"),
+    "batch_size": Param(int, default=64, low=1, high=4096, help="training batch size"),
+    "seed": Param(int, default=0, low=0, help="seed of initialisation and data order"),
+})
+COMPRESSIONS = Registry("compression", "technique")
+ALGORITHMS = Registry("algorithm", "conv")
+COMPILERS = Registry("software", "compiler")
+DEVICES = Registry("hardware", "device")
+
+LAYERS: dict[str, Registry] = {r.layer: r for r in
+                               (DATASETS, MODELS, COMPRESSIONS, ALGORITHMS, COMPILERS, DEVICES)}
+"""The six DLAS layers in stack order, each with its registry."""

@@ -1,0 +1,3 @@
+"""The six DLAS layers. Importing this package registers every layer's techniques."""
+
+from dlas_dse.stack import algorithms, compiler, compression, datasets, hardware, models  # noqa: F401

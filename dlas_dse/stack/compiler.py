@@ -1,0 +1,131 @@
+"""Layer 5, systems software: compile a model for a device and run it.
+
+Every compiler returns an :class:`Executable`; the TVM compiler imports the model with
+``torch.export`` into Relax (BatchNorm folded first), applies the layer-4 rewrite, builds for the
+device's target and caches the shared library by a hash of everything upstream.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import tvm
+from torch.fx.experimental.optimization import fuse
+from tvm import relax
+from tvm.relax.frontend.torch import from_exported_program
+
+from dlas_dse.cache import ArtifactCache
+from dlas_dse.registry import COMPILERS, Param
+from dlas_dse.stack.algorithms import apply_algorithm
+from dlas_dse.stack.hardware import Device
+
+
+class Executable(ABC):
+    """A compiled model for a fixed batch size on one device."""
+
+    batch_size: int
+
+    @abstractmethod
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Logits for ``batch`` (shape ``(batch_size, C, H, W)``)."""
+
+    @abstractmethod
+    def time_runs(self, batch: np.ndarray, count: int) -> list[float]:
+        """Run ``count`` times on ``batch``; seconds of each run."""
+
+
+@dataclass
+class BuildRequest:
+    """What to compile: the deployable model (and the hash of what produced it), for which batch,
+    with which layer-4 and layer-5 parameters, for which device."""
+
+    model: nn.Module
+    model_key: dict
+    image_shape: tuple[int, int, int]
+    batch_size: int
+    algorithm: dict
+    software: dict
+    device: Device
+
+
+class TVMExecutable(Executable):
+    """A Relax VM over a compiled shared library."""
+
+    def __init__(self, library: Path, device: Device, batch_size: int):
+        self.batch_size = batch_size
+        self._device = device.tvm_device()
+        self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), self._device)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        output = self._vm["main"](tvm.runtime.tensor(np.ascontiguousarray(batch), self._device))
+        return (output[0] if not hasattr(output, "numpy") else output).numpy()
+
+    def time_runs(self, batch: np.ndarray, count: int) -> list[float]:
+        timer = self._vm.time_evaluator("main", self._device, number=1, repeat=count)
+        return list(timer(tvm.runtime.tensor(np.ascontiguousarray(batch), self._device)).results)
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """Fold every BatchNorm into the preceding convolution (inference only)."""
+    return fuse(model.eval())
+
+
+def to_relax(model: nn.Module, input_shape: tuple[int, ...]) -> tvm.IRModule:
+    """Import ``model`` at a static input shape into a Relax module with constant weights."""
+    example = torch.zeros(input_shape, dtype=torch.float32)
+    with torch.no_grad():
+        program = torch.export.export(fold_batchnorm(model), (example,))
+    return from_exported_program(program, keep_params_as_input=False)
+
+
+def deployed_bytes(mod: tvm.IRModule) -> int:
+    """Bytes of the constants (weights, biases) the module deploys, in their stored dtypes."""
+    total = 0
+
+    def visit(expr: relax.Expr) -> None:
+        nonlocal total
+        if isinstance(expr, tvm.ir.expr.GenericConst):
+            total += expr.value.numpy().nbytes
+
+    for function in mod.functions.values():
+        if isinstance(function, relax.Function):
+            relax.analysis.post_order_visit(function, visit)
+    return total
+
+
+@COMPILERS.register("tvm", tuning=Param(str, default="untuned", choices=("untuned",),
+                                        help="untuned: TVM's default lowering, no auto-scheduling"))
+def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executable, dict]:
+    """Apache TVM (Relax): torch.export import, layer-4 rewrite, build for the device's target."""
+    inputs = {"model": request.model_key, "batch_size": request.batch_size,
+              "algorithm": request.algorithm, "software": request.software,
+              "target": request.device.target, "tvm": tvm.__version__}
+
+    def create(directory: Path) -> dict:
+        mod = to_relax(request.model, (request.batch_size, *request.image_shape))
+        size = deployed_bytes(mod)
+        mod, algorithm_record = apply_algorithm(mod, request.algorithm)
+        executable = tvm.compile(mod, request.device.tvm_target())
+        executable.export_library(str(directory / "model.so"))
+        return {"deployed_bytes": size, **algorithm_record}
+
+    started = time.perf_counter()
+    directory, hit = cache.get_or_create("build", inputs, create)
+    metadata = json.loads((directory / "meta.json").read_text())
+    executable = TVMExecutable(directory / "model.so", request.device, request.batch_size)
+    record = {"hit": hit, "build_key": directory.name, "seconds": time.perf_counter() - started,
+              "deployed_bytes": metadata["deployed_bytes"],
+              "convolutions_by_algorithm": metadata["convolutions_by_algorithm"]}
+    return executable, record
+
+
+def compile_model(request: BuildRequest, cache: ArtifactCache) -> tuple[Executable, dict]:
+    """Compile with ``request.software["compiler"]``; returns the executable and a build record."""
+    return COMPILERS.get(request.software["compiler"]).function(request, cache)

@@ -1,0 +1,145 @@
+"""Layer 2, models: torchvision architectures adapted to the dataset, trained and cached."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torchvision
+
+from dlas_dse.cache import ArtifactCache
+from dlas_dse.registry import MODELS
+from dlas_dse.stack.datasets import Dataset
+
+SMALL_INPUT = 64
+"""Inputs up to this side get the CIFAR-style stem (no early downsampling)."""
+
+
+@MODELS.register("resnet18")
+def resnet18(num_classes: int, image_size: int) -> nn.Module:
+    """ResNet-18; for small inputs a 3x3 stride-1 stem and no max-pool (the usual CIFAR stem)."""
+    model = torchvision.models.resnet18(num_classes=num_classes)
+    if image_size <= SMALL_INPUT:
+        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    return model
+
+
+@MODELS.register("mobilenet_v2")
+def mobilenet_v2(num_classes: int, image_size: int) -> nn.Module:
+    """MobileNetV2; for small inputs the stem convolution has stride 1."""
+    model = torchvision.models.mobilenet_v2(num_classes=num_classes)
+    if image_size <= SMALL_INPUT:
+        model.features[0][0].stride = (1, 1)
+    return model
+
+
+def build_model(params: dict, dataset: Dataset) -> nn.Module:
+    """An untrained model of ``params["architecture"]`` for ``dataset``'s images and classes."""
+    torch.manual_seed(params["seed"])
+    return MODELS.get(params["architecture"]).function(dataset.num_classes, dataset.image_shape[-1])
+
+
+def training_device() -> torch.device:
+    """The GPU when one is present, else the CPU with all its cores."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    torch.set_num_threads(os.cpu_count() or 1)
+    return torch.device("cpu")
+
+
+def train(model: nn.Module, dataset: Dataset, params: dict) -> dict:
+    """SGD with momentum, cosine learning-rate decay; returns the final epoch's loss and accuracy."""
+    device = training_device()
+    model.to(device).train()
+    generator = torch.Generator().manual_seed(params["seed"])
+    x, y = torch.from_numpy(dataset.train_x), torch.from_numpy(dataset.train_y)
+    steps_per_epoch = max(1, -(-len(y) // params["batch_size"]))
+    optimizer = torch.optim.SGD(model.parameters(), lr=params["learning_rate"], momentum=0.9,
+                                weight_decay=5e-4, nesterov=True)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=params["learning_rate"], total_steps=max(1, params["epochs"] * steps_per_epoch))
+    stats = {"epochs": params["epochs"], "train_loss": None, "train_accuracy": None}
+    for _ in range(params["epochs"]):
+        order = torch.randperm(len(y), generator=generator)
+        loss_sum, correct = 0.0, 0
+        for start in range(0, len(y), params["batch_size"]):
+            index = order[start:start + params["batch_size"]]
+            inputs, labels = x[index].to(device), y[index].to(device)
+            optimizer.zero_grad(set_to_none=True)
+            logits = model(inputs)
+            loss = nn.functional.cross_entropy(logits, labels)
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+            loss_sum += loss.item() * len(index)
+            correct += int((logits.argmax(1) == labels).sum())
+        stats.update(train_loss=loss_sum / len(y), train_accuracy=correct / len(y))
+    recalibrate_batchnorm(model, x, params["batch_size"], device)
+    return stats
+
+
+def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: int,
+                          device: torch.device) -> None:
+    """Recompute BatchNorm running statistics of the final weights over the training images.
+
+    After a short schedule the running averages lag far behind the weights; exact statistics
+    make the eval-mode model (the one that is deployed) match what training achieved.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not norms:
+        return
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the pass
+    model.train()
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            model(images[start:start + batch_size].to(device))
+    for norm in norms:
+        norm.momentum = 0.1
+    model.eval()
+
+
+def trained_model(params: dict, dataset: Dataset, dataset_params: dict,
+                  cache: ArtifactCache) -> tuple[nn.Module, dict]:
+    """The trained model for (dataset, architecture, recipe, seed), from the cache when possible.
+
+    Returns the model in eval mode on the CPU and a record with the checkpoint key, cache hit,
+    training time and final training statistics.
+    """
+    inputs = {"dataset": dataset_params, "model": params, "torch": torch.__version__}
+
+    def create(directory: Path) -> dict:
+        model = build_model(params, dataset)
+        started = time.perf_counter()
+        stats = train(model, dataset, params)
+        stats["train_seconds"] = time.perf_counter() - started
+        torch.save(model.cpu().state_dict(), directory / "checkpoint.pt")
+        return stats
+
+    directory, hit = cache.get_or_create("train", inputs, create)
+    model = build_model(params, dataset)
+    model.load_state_dict(torch.load(directory / "checkpoint.pt", weights_only=True, map_location="cpu"))
+    metadata = json.loads((directory / "meta.json").read_text())
+    return model.eval(), {"checkpoint": directory.name, "hit": hit, **{
+        k: metadata.get(k) for k in ("train_seconds", "train_loss", "train_accuracy")}}
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Number of parameters of ``model``."""
+    return int(sum(p.numel() for p in model.parameters()))
+
+
+def count_macs(model: nn.Module, image_shape: tuple[int, ...]) -> int:
+    """Multiply-accumulates of one forward pass at batch 1 (PyTorch's FLOP counter / 2)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        model(torch.from_numpy(np.zeros((1, *image_shape), np.float32)))
+    return int(counter.get_total_flops() // 2)

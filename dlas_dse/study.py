@@ -1,0 +1,222 @@
+"""Optuna study orchestration: samplers, storage, resume after a crash, the optimisation loop.
+
+A study lives in any SQLAlchemy storage (SQLite file by default). Rerunning the same command
+resumes it: finished trials are kept, and a trial interrupted by a killed worker is marked failed
+(immediately when the worker ran on this host, after the heartbeat grace period otherwise) and
+enqueued again.
+"""
+
+from __future__ import annotations
+
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import optuna
+import psutil
+from optuna.trial import TrialState
+from tqdm import tqdm
+
+from dlas_dse.config import ConfigError, StudyConfig
+from dlas_dse.trial import STAGES, TrialFailure, run_trial
+
+HEARTBEAT_INTERVAL_S = 20
+GRACE_PERIOD_S = 60
+MAX_RETRIES = 2
+MAX_EXCLUDED_IN_A_ROW = 200
+"""Stop when the sampler keeps proposing combinations the space's constraints exclude."""
+
+
+def make_sampler(study: StudyConfig, name: str | None = None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler named in the study (or ``name``), seeded with the study's seed."""
+    name = name or study.sampler
+    options = study.sampler_options if name == study.sampler else {}
+    if name == "nsga2":
+        return optuna.samplers.NSGAIISampler(seed=study.seed, **options)
+    if name == "tpe":
+        return optuna.samplers.TPESampler(seed=study.seed, **options)
+    # "random", and "grid", whose points are enqueued by run_study before sampling starts
+    return optuna.samplers.RandomSampler(seed=study.seed)
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """RDB storage with heartbeats so trials of dead workers are failed and retried."""
+    if url.startswith("sqlite:///"):
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    return optuna.storages.RDBStorage(
+        url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
+        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRIES))
+
+
+def open_study(study: StudyConfig, storage_url: str | None = None,
+               sampler: str | None = None) -> optuna.Study:
+    """Create the study in storage, or load it when it exists (its objectives must match)."""
+    storage = open_storage(storage_url or study.storage)
+    directions = [optuna.study.StudyDirection[d.upper()] for d in study.directions]
+    try:
+        existing = optuna.load_study(study_name=study.name, storage=storage)
+    except KeyError:
+        existing = None
+    if existing is not None and existing.directions != directions:
+        raise ConfigError(study.source, "objectives", f"the stored study {study.name!r} optimises "
+                          f"{existing.user_attrs.get('objectives')}; use another storage or study name")
+    created = optuna.create_study(study_name=study.name, storage=storage, directions=study.directions,
+                                  sampler=make_sampler(study, sampler), load_if_exists=True)
+    created.set_metric_names(list(study.objectives))
+    created.set_user_attr("objectives", list(study.objectives))
+    created.set_user_attr("space", study.space.source)
+    return created
+
+
+def _worker_identity() -> dict:
+    process = psutil.Process()
+    return {"host": socket.gethostname(), "pid": process.pid, "started": process.create_time()}
+
+
+def _is_alive(worker: dict) -> bool:
+    try:
+        return abs(psutil.Process(worker["pid"]).create_time() - worker["started"]) < 1.0
+    except psutil.Error:
+        return False
+
+
+def recover_interrupted_trials(study: optuna.Study) -> list[int]:
+    """Fail the running trials whose worker on this host is gone, and enqueue them again."""
+    recovered = []
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = trial.user_attrs.get("worker")
+        if not worker or worker.get("host") != socket.gethostname() or _is_alive(worker):
+            continue
+        storage = study._storage
+        storage.set_trial_user_attr(trial._trial_id, "fail_reason",
+                                    f"interrupted: worker process {worker['pid']} stopped mid-trial")
+        if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+            retries = trial.user_attrs.get("retries", 0)
+            if retries < MAX_RETRIES:
+                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retries": retries + 1})
+            recovered.append(trial.number)
+    return recovered
+
+
+def counted_trials(study: optuna.Study) -> int:
+    """Finished trials that count towards the budget: complete or failed, except failures that
+    were retried (a killed worker's trial) and combinations excluded by constraints."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of", t.system_attrs.get("failed_trial")) for t in trials}
+    return sum(1 for t in trials if t.state == TrialState.COMPLETE
+               or (t.state == TrialState.FAIL and t.number not in retried))
+
+
+def enqueue_grid(study: optuna.Study, config: StudyConfig) -> int:
+    """Enqueue every valid point of the space once (points already in the study are skipped)."""
+    sampled = [p.name for p in config.space.sampled_parameters()]
+    count = 0
+    for point in config.space.grid():
+        study.enqueue_trial({name: point[name] for name in sampled if name in point}, skip_if_exists=True)
+        count += 1
+    return count
+
+
+def _waiting(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+class _Progress:
+    """A progress bar over the trial budget showing the current trial, its stage and elapsed time."""
+
+    def __init__(self, total: int, done: int, enabled: bool):
+        self.bar = tqdm(total=total, initial=min(done, total), unit="trial", disable=not enabled,
+                        file=sys.stderr, dynamic_ncols=True)
+        self.trial_started = time.monotonic()
+        self.label = ""
+
+    def start(self, number: int, config: dict) -> None:
+        self.trial_started = time.monotonic()
+        self.label = f"#{number} {config.get('model.architecture', '')}"
+        self.stage("starting")
+
+    def stage(self, name: str) -> None:
+        step = f"{STAGES.index(name) + 1}/{len(STAGES)} " if name in STAGES else ""
+        self.bar.set_postfix_str(f"{self.label} {step}{name} {time.monotonic() - self.trial_started:.0f}s")
+
+    def finish(self, line: str, counted: int) -> None:
+        self.bar.write(line)
+        self.bar.n = min(counted, self.bar.total)
+        self.bar.refresh()
+
+
+def _summary(values: dict) -> str:
+    return (f"accuracy {values['accuracy']:.3f}, latency {values['latency_ms']:.2f} ms, "
+            f"size {values['size_bytes'] / 1e6:.2f} MB")
+
+
+def run_study(config: StudyConfig, n_trials: int | None = None, storage_url: str | None = None,
+              sampler: str | None = None, timeout_s: float | None = None, progress: bool = True,
+              log: Callable[[str], None] = print) -> optuna.Study:
+    """Run (or resume) the study until ``n_trials`` trials count as finished, or ``timeout_s``."""
+    sampler = sampler or config.sampler
+    study = open_study(config, storage_url, sampler)
+    recovered = recover_interrupted_trials(study)
+    if recovered:
+        log(f"resuming: trials {recovered} were interrupted when a worker stopped; they are retried")
+    if sampler == "grid":
+        points = enqueue_grid(study, config)
+        target = n_trials or points
+    else:
+        target = n_trials or config.n_trials
+    done = counted_trials(study)
+    if done >= target or (sampler == "grid" and not _waiting(study)):
+        log(f"study {config.name!r} already has {done} finished trials (target {target}); nothing to run")
+        return study
+
+    bar = _Progress(target, done, progress)
+    excluded_in_a_row = 0
+
+    def objective(trial: optuna.Trial) -> tuple[float, ...]:
+        nonlocal excluded_in_a_row
+        trial.set_user_attr("worker", _worker_identity())
+        sampled = config.space.sample(trial)
+        trial.set_user_attr("config", sampled)
+        excluded = config.space.violations(sampled)
+        if excluded:
+            excluded_in_a_row += 1
+            trial.set_user_attr("excluded_by", [c.name for c in excluded])
+            raise optuna.TrialPruned(f"excluded by constraint {excluded[0].name}")
+        excluded_in_a_row = 0
+        bar.start(trial.number, sampled)
+        started = time.perf_counter()
+        try:
+            result = run_trial(sampled, config.settings, config.cache_dir, config.trial_timeout_s, bar.stage)
+        except TrialFailure as failure:
+            trial.set_user_attr("fail_reason", str(failure))
+            trial.set_user_attr("time_trial_s", time.perf_counter() - started)
+            raise
+        wall = time.perf_counter() - started
+        attributes = result["attributes"]
+        staged = sum(attributes.get(f"time_{stage}_s", 0.0) for stage in STAGES)
+        attributes.update(time_trial_s=wall, time_framework_s=wall - staged)
+        for key, value in attributes.items():
+            trial.set_user_attr(key, value)
+        return tuple(result["values"][name] for name in config.objectives)
+
+    def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        counted = counted_trials(study)
+        if trial.state == TrialState.COMPLETE:
+            bar.finish(f"trial {trial.number} done in {trial.user_attrs['time_trial_s']:.1f} s: "
+                       f"{_summary(dict(zip(config.objectives, trial.values)))}", counted)
+        elif trial.state == TrialState.FAIL:
+            bar.finish(f"trial {trial.number} FAILED: {trial.user_attrs.get('fail_reason', '')}", counted)
+        if counted >= target or excluded_in_a_row >= MAX_EXCLUDED_IN_A_ROW or (
+                sampler == "grid" and not _waiting(study)):
+            study.stop()
+
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    try:
+        study.optimize(objective, timeout=timeout_s, catch=(TrialFailure,), callbacks=[after_trial])
+    finally:
+        bar.bar.close()
+    if excluded_in_a_row >= MAX_EXCLUDED_IN_A_ROW:
+        log(f"stopped: the sampler proposed {excluded_in_a_row} excluded combinations in a row")
+    return study

@@ -1,0 +1,228 @@
+"""Run one configuration through the whole stack, isolated in a child process.
+
+:func:`execute` composes the six layers through their registries (it knows no technique by
+name). :func:`run_trial` runs it in a child process with a timeout, so that a crash, hang or
+out-of-memory kill in generated code becomes a :class:`TrialFailure` with its reason.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import platform
+import queue
+import signal
+import sys
+import time
+import traceback
+from contextlib import contextmanager
+from typing import Callable, Iterator
+
+import numpy as np
+import optuna
+import torch
+import tvm
+
+from dlas_dse.cache import ArtifactCache
+from dlas_dse.space import Config, nest
+from dlas_dse.stack.compiler import BuildRequest, Executable, compile_model
+from dlas_dse.stack.compression import compress
+from dlas_dse.stack.datasets import Dataset, load_dataset
+from dlas_dse.stack.hardware import create_device
+from dlas_dse.stack.measurement import measure_latency
+from dlas_dse.stack.models import count_macs, count_parameters, trained_model
+
+STAGES = ("dataset", "train", "compress", "compile", "verify", "measure", "accuracy")
+"""The stages of a trial, in order; each one's wall time is recorded as ``time_<stage>_s``."""
+
+
+class TrialFailure(Exception):
+    """A trial that could not produce objectives; ``str()`` is the reason recorded in storage."""
+
+
+class CorrectnessError(TrialFailure):
+    """The compiled artifact's output differs from PyTorch's beyond the tolerance."""
+
+
+def _reference_logits(model: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(batch)).numpy()
+
+
+def check_against_pytorch(executable: Executable, model: torch.nn.Module, images: np.ndarray,
+                          tolerance: float) -> dict:
+    """Compare the executable with PyTorch on ``images``; raise :class:`CorrectnessError` when the
+    max absolute difference exceeds ``tolerance * max(1, max |PyTorch|)``."""
+    worst, agree, reference_scale = 0.0, 0, 1.0
+    for start in range(0, len(images), executable.batch_size):
+        batch = images[start:start + executable.batch_size]
+        if len(batch) < executable.batch_size:
+            break
+        compiled, reference = executable.run(batch), _reference_logits(model, batch)
+        worst = max(worst, float(np.abs(compiled - reference).max()))
+        reference_scale = max(reference_scale, float(np.abs(reference).max()))
+        agree += int((compiled.argmax(1) == reference.argmax(1)).sum())
+    checked = len(images) - len(images) % executable.batch_size
+    record = {"max_abs_error": worst, "allowed_error": tolerance * reference_scale,
+              "samples": checked, "top1_agreement": agree / max(1, checked)}
+    if checked == 0:
+        raise TrialFailure(f"no image to check the compiled artifact with (batch {executable.batch_size})")
+    if worst > record["allowed_error"]:
+        raise CorrectnessError(f"compiled output differs from PyTorch: max |error| {worst:.3g} > allowed "
+                               f"{record['allowed_error']:.3g} on {checked} validation images")
+    return record
+
+
+def evaluate_accuracy(executable: Executable, model: torch.nn.Module, images: np.ndarray,
+                      labels: np.ndarray, tolerance: float) -> dict:
+    """Top-1 accuracy of the compiled artifact; its first batch is also checked against PyTorch."""
+    check = check_against_pytorch(executable, model, images[:executable.batch_size], tolerance) \
+        if len(images) >= executable.batch_size else None
+    correct = 0
+    for start in range(0, len(images), executable.batch_size):
+        batch = images[start:start + executable.batch_size]
+        count = len(batch)
+        if count < executable.batch_size:
+            batch = np.concatenate([batch, np.zeros((executable.batch_size - count, *batch.shape[1:]),
+                                                    batch.dtype)])
+        predictions = executable.run(batch)[:count].argmax(1)
+        correct += int((predictions == labels[start:start + count]).sum())
+    return {"accuracy": correct / len(labels), "samples": len(labels), "first_batch_check": check}
+
+
+def versions() -> dict:
+    """Versions of the libraries a result depends on."""
+    from dlas_dse import __version__
+
+    return {"dlas_dse": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "tvm": tvm.__version__, "optuna": optuna.__version__, "numpy": np.__version__}
+
+
+def execute(config: Config, settings: dict, cache_dir: str,
+            report: Callable[[str], None] = lambda stage: None) -> dict:
+    """Run ``config`` through every layer in this process; returns objectives and attributes."""
+    layers = nest(config)
+    cache = ArtifactCache(cache_dir)
+    times: dict[str, float] = {}
+
+    @contextmanager
+    def stage(name: str) -> Iterator[None]:
+        report(name)
+        started = time.perf_counter()
+        yield
+        times[f"time_{name}_s"] = time.perf_counter() - started
+
+    with stage("dataset"):
+        dataset: Dataset = load_dataset(layers["dataset"])
+    with stage("train"):
+        model, training = trained_model(layers["model"], dataset, layers["dataset"], cache)
+    with stage("compress"):
+        model, compression = compress(model, dataset, layers["compression"])
+    device = create_device(layers["hardware"])
+    device.configure_runtime()
+    evaluation, verification = settings["evaluation"], settings["verification"]
+
+    def build(batch_size: int) -> tuple[Executable, dict]:
+        return compile_model(BuildRequest(
+            model, {"checkpoint": training["checkpoint"], "compression": layers["compression"]},
+            dataset.image_shape, batch_size, layers["algorithm"], layers["software"], device), cache)
+
+    with stage("compile"):
+        latency_executable, latency_build = build(1)
+        eval_executable, eval_build = build(evaluation["batch_size"])
+    with stage("verify"):
+        check = check_against_pytorch(latency_executable, model, dataset.val_x[:verification["samples"]],
+                                      verification["tolerance"])
+    with stage("measure"):
+        sample = dataset.val_x[:1]
+        latency = measure_latency(lambda n: latency_executable.time_runs(sample, n), **settings["measurement"])
+    with stage("accuracy"):
+        images, labels = dataset.validation_subset(evaluation["max_samples"])
+        accuracy, accuracy_hit = cache.get_or_compute_json(
+            "accuracy", {"build": eval_build["build_key"], "dataset": layers["dataset"],
+                         "max_samples": evaluation["max_samples"]},
+            lambda: evaluate_accuracy(eval_executable, model, images, labels, verification["tolerance"]))
+
+    macs = count_macs(model, dataset.image_shape)
+    attributes = {
+        **times,
+        "config": config,
+        "cache_hits": {"train": training["hit"], "build": latency_build["hit"],
+                       "eval_build": eval_build["hit"], "accuracy": accuracy_hit},
+        "training": training, "compression": compression,
+        "build": latency_build, "eval_build": eval_build,
+        "latency": latency.as_dict(), "verification": check,
+        "accuracy_samples": accuracy["samples"], "accuracy_first_batch_check": accuracy["first_batch_check"],
+        "macs": macs, "parameters": count_parameters(model),
+        "achieved_gflops": 2 * macs / (latency.median_ms * 1e6),
+        "target": device.target, "device": device.name, "threads": device.threads,
+        "cpu_model": device.description, "versions": versions(),
+        "dataset_sizes": {"train": len(dataset.train_y), "validation": len(dataset.val_y)},
+    }
+    values = {"accuracy": accuracy["accuracy"], "latency_ms": latency.median_ms,
+              "size_bytes": float(latency_build["deployed_bytes"])}
+    return {"values": values, "attributes": attributes}
+
+
+# --------------------------------------------------------------------------- child process
+
+def _child(config: Config, settings: dict, cache_dir: str, messages: multiprocessing.Queue) -> None:
+    try:
+        result = execute(config, settings, cache_dir, report=lambda stage: messages.put(("stage", stage)))
+        messages.put(("result", result))
+    except BaseException as error:  # noqa: BLE001  (everything goes back to the parent as a reason)
+        messages.put(("error", f"{type(error).__name__}: {error}", traceback.format_exc()))
+
+
+def _describe_exit(exitcode: int | None) -> str:
+    if exitcode is not None and exitcode < 0:
+        name = signal.Signals(-exitcode).name
+        hint = " (likely out of memory)" if name == "SIGKILL" else ""
+        return f"crashed with {name}{hint}"
+    return f"exited with code {exitcode} without a result"
+
+
+def _context() -> multiprocessing.context.BaseContext:
+    """A fork server that has already imported the stack, so each trial starts in milliseconds."""
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["dlas_dse.trial"])
+    return context
+
+
+def run_trial(config: Config, settings: dict, cache_dir: str, timeout_s: float,
+              on_stage: Callable[[str], None] = lambda stage: None) -> dict:
+    """Run ``config`` in a child process; raises :class:`TrialFailure` on error, crash or timeout."""
+    context = _context()
+    messages = context.Queue()
+    process = context.Process(target=_child, args=(config, settings, cache_dir, messages))
+    process.start()
+    deadline = time.monotonic() + timeout_s
+    current = "starting"
+    try:
+        while True:
+            try:
+                kind, *payload = messages.get(timeout=0.2)
+            except queue.Empty:
+                if not process.is_alive():
+                    try:
+                        kind, *payload = messages.get(timeout=1.0)
+                    except queue.Empty:
+                        raise TrialFailure(f"{_describe_exit(process.exitcode)} in stage {current}") from None
+                elif time.monotonic() > deadline:
+                    raise TrialFailure(f"timed out after {timeout_s:g} s in stage {current}")
+                else:
+                    continue
+            if kind == "stage":
+                current = payload[0]
+                on_stage(current)
+            elif kind == "result":
+                return payload[0]
+            else:
+                message, trace = payload
+                print(trace, file=sys.stderr)
+                raise TrialFailure(f"{message} (in stage {current})")
+    finally:
+        if process.is_alive():
+            process.kill()
+        process.join()
+        messages.close()
