@@ -11,6 +11,7 @@ from __future__ import annotations
 import socket
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -21,6 +22,9 @@ from tqdm import tqdm
 
 from dlas_dse.config import ConfigError, StudyConfig
 from dlas_dse.trial import STAGES, TrialFailure, run_trial
+
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+optuna.logging.set_verbosity(optuna.logging.WARNING)
 
 HEARTBEAT_INTERVAL_S = 20
 GRACE_PERIOD_S = 60
@@ -47,7 +51,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     return optuna.storages.RDBStorage(
         url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
-        failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=MAX_RETRIES))
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
 
 
 def open_study(study: StudyConfig, storage_url: str | None = None,
@@ -203,16 +207,17 @@ def run_study(config: StudyConfig, n_trials: int | None = None, storage_url: str
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         counted = counted_trials(study)
+        settings = ", ".join(f"{name.split('.')[-1]}={value}" for name, value in trial.params.items())
+        label = f"trial {trial.number} ({settings})"
         if trial.state == TrialState.COMPLETE:
-            bar.finish(f"trial {trial.number} done in {trial.user_attrs['time_trial_s']:.1f} s: "
+            bar.finish(f"{label} done in {trial.user_attrs['time_trial_s']:.1f} s: "
                        f"{_summary(dict(zip(config.objectives, trial.values)))}", counted)
         elif trial.state == TrialState.FAIL:
-            bar.finish(f"trial {trial.number} FAILED: {trial.user_attrs.get('fail_reason', '')}", counted)
+            bar.finish(f"{label} FAILED: {trial.user_attrs.get('fail_reason', '')}", counted)
         if counted >= target or excluded_in_a_row >= MAX_EXCLUDED_IN_A_ROW or (
                 sampler == "grid" and not _waiting(study)):
             study.stop()
 
-    optuna.logging.set_verbosity(optuna.logging.ERROR)
     try:
         study.optimize(objective, timeout=timeout_s, catch=(TrialFailure,), callbacks=[after_trial])
     finally:

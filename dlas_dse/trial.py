@@ -13,6 +13,7 @@ import platform
 import queue
 import signal
 import sys
+import threading
 import time
 import traceback
 from contextlib import contextmanager
@@ -20,6 +21,7 @@ from typing import Callable, Iterator
 
 import numpy as np
 import optuna
+import psutil
 import torch
 import tvm
 
@@ -166,7 +168,20 @@ def execute(config: Config, settings: dict, cache_dir: str,
 
 # --------------------------------------------------------------------------- child process
 
-def _child(config: Config, settings: dict, cache_dir: str, messages: multiprocessing.Queue) -> None:
+def _exit_when_orphaned(parent_pid: int) -> None:
+    """End this trial process as soon as the study process that started it is gone."""
+
+    def watch() -> None:
+        while psutil.pid_exists(parent_pid):
+            time.sleep(0.5)
+        os._exit(3)
+
+    threading.Thread(target=watch, daemon=True, name="orphan-watch").start()
+
+
+def _child(config: Config, settings: dict, cache_dir: str, messages: multiprocessing.Queue,
+           parent_pid: int) -> None:
+    _exit_when_orphaned(parent_pid)
     try:
         result = execute(config, settings, cache_dir, report=lambda stage: messages.put(("stage", stage)))
         messages.put(("result", result))
@@ -194,7 +209,7 @@ def run_trial(config: Config, settings: dict, cache_dir: str, timeout_s: float,
     """Run ``config`` in a child process; raises :class:`TrialFailure` on error, crash or timeout."""
     context = _context()
     messages = context.Queue()
-    process = context.Process(target=_child, args=(config, settings, cache_dir, messages))
+    process = context.Process(target=_child, args=(config, settings, cache_dir, messages, os.getpid()))
     process.start()
     deadline = time.monotonic() + timeout_s
     current = "starting"

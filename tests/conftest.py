@@ -1,0 +1,89 @@
+"""Shared helpers: write study/space YAML into a temporary project and run the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+TINY_SPACE = """\
+description: tiny test space
+dataset:
+  name: digits
+model:
+  architecture: mobilenet_v2
+  epochs: 1
+  seed: {seed}
+compression:
+  technique: none
+algorithm:
+  conv: direct
+software:
+  compiler: tvm
+hardware:
+  device: host-cpu
+  threads: {threads}
+"""
+
+TINY_STUDY = """\
+description: tiny test study
+space: {space}
+sampler: {sampler}
+n_trials: {n_trials}
+seed: 0
+trial_timeout_s: {timeout}
+evaluation: {{batch_size: 16, max_samples: 48}}
+measurement: {{warmup_runs: 1, min_repeats: 3, min_time_s: 0.2}}
+"""
+
+
+@pytest.fixture(scope="session")
+def shared_cache(tmp_path_factory) -> Path:
+    """One artifact cache for the whole test session (trained checkpoints are reused)."""
+    return tmp_path_factory.mktemp("cache")
+
+
+class Project:
+    """A temporary project directory with studies/ and search_spaces/."""
+
+    def __init__(self, root: Path, cache: Path):
+        self.root, self.cache = root, cache
+        (root / "studies").mkdir()
+        (root / "search_spaces").mkdir()
+
+    def write(self, folder: str, name: str, text: str) -> Path:
+        path = self.root / folder / f"{name}.yaml"
+        path.write_text(textwrap.dedent(text))
+        return path
+
+    def tiny(self, name: str = "tiny", seed: str = "0", threads: str = "{choices: [1, 2]}",
+             sampler: str = "random", n_trials: int = 2, timeout: float = 600) -> str:
+        """Write a tiny study + space (mobilenet_v2, 1 epoch) and return the study name."""
+        self.write("search_spaces", name, TINY_SPACE.format(seed=seed, threads=threads))
+        self.write("studies", name, TINY_STUDY.format(space=name, sampler=sampler, n_trials=n_trials,
+                                                      timeout=timeout))
+        return name
+
+    @property
+    def storage(self) -> str:
+        return f"sqlite:///{self.root / 'results'}/"
+
+    def env(self) -> dict:
+        return {**os.environ, "DLAS_CACHE_DIR": str(self.cache), "PYTHONUNBUFFERED": "1"}
+
+    def command(self, *args: str) -> list[str]:
+        return [sys.executable, "-m", "dlas_dse", *args]
+
+    def run(self, *args: str, timeout: float = 900) -> subprocess.CompletedProcess:
+        """Run ``python -m dlas_dse ARGS`` in the project directory."""
+        return subprocess.run(self.command(*args), cwd=self.root, env=self.env(), capture_output=True,
+                              text=True, timeout=timeout)
+
+
+@pytest.fixture
+def project(tmp_path: Path, shared_cache: Path) -> Project:
+    return Project(tmp_path, shared_cache)

@@ -1,0 +1,134 @@
+"""Every bad-input case gives one ConfigError naming the file, the field and what is allowed."""
+
+from __future__ import annotations
+
+import pytest
+
+from dlas_dse.cli import main
+from dlas_dse.config import ConfigError, load_space, load_study
+
+GOOD_SPACE = """\
+dataset:
+  name: digits
+model:
+  architecture: {choices: [resnet18, mobilenet_v2]}
+  epochs: 1
+hardware:
+  device: host-cpu
+  threads: 1
+"""
+
+SPACE_CASES = {
+    "typo in a layer name": (GOOD_SPACE.replace("model:", "modle:"),
+                             "modle", ["unknown field 'modle'", "did you mean 'model'", "allowed: description, dataset"]),
+    "unknown parameter": (GOOD_SPACE.replace("epochs: 1", "epoch: 1"),
+                          "model.epoch", ["unknown field 'epoch'", "did you mean 'epochs'", "learning_rate"]),
+    "wrong type": (GOOD_SPACE.replace("epochs: 1", "epochs: two"),
+                   "model.epochs", ["expected int, got str 'two'"]),
+    "out of range": (GOOD_SPACE.replace("threads: 1", "threads: 999"),
+                     "hardware.threads", ["999 is above the maximum"]),
+    "unknown model": (GOOD_SPACE.replace("mobilenet_v2]", "resnet19]"),
+                      "model.architecture", ["unknown model architecture 'resnet19'", "supported: resnet18, mobilenet_v2"]),
+    "unknown device": (GOOD_SPACE.replace("device: host-cpu", "device: tpu"),
+                       "hardware.device", ["unknown hardware device 'tpu'", "supported: host-cpu"]),
+    "range of strings": (GOOD_SPACE.replace("architecture: {choices: [resnet18, mobilenet_v2]}",
+                                            "architecture: {range: [resnet18, mobilenet_v2]}"),
+                         "model.architecture.range", ["a range needs a numeric parameter", "use 'choices'"]),
+    "empty range": (GOOD_SPACE.replace("epochs: 1", "epochs: {range: [3, 1]}"),
+                    "model.epochs.range", ["low 3 must be below high 1"]),
+    "two kinds": (GOOD_SPACE.replace("epochs: 1", "epochs: {fixed: 1, choices: [1, 2]}"),
+                  "model.epochs", ["give exactly one of fixed, choices, range"]),
+    "condition on a later parameter": (
+        GOOD_SPACE.replace("epochs: 1", "epochs: {fixed: 1, when: {hardware.threads: 1}}"),
+        "model.epochs.when.hardware.threads", ["not defined before this point"]),
+    "condition value that never occurs": (
+        GOOD_SPACE.replace("epochs: 1", "epochs: {fixed: 1, when: {model.architecture: vgg16}}"),
+        "model.epochs.when.model.architecture", ["'vgg16' never occurs", "'resnet18', 'mobilenet_v2'"]),
+    "constraints exclude everything": (
+        GOOD_SPACE + "constraints:\n  - name: nothing-left\n    if: {hardware.threads: 1}\n",
+        "constraints", ["exclude every combination"]),
+    "constraint with an unknown key": (
+        GOOD_SPACE + "constraints:\n  - iff: {hardware.threads: 1}\n",
+        "constraints[0].iff", ["unknown field 'iff'", "did you mean 'if'"]),
+    "yaml syntax": (GOOD_SPACE.replace("epochs: 1", "epochs: [1"), "(syntax)", ["line"]),
+}
+
+
+@pytest.mark.parametrize("case", list(SPACE_CASES))
+def test_bad_space_names_file_field_and_allowed_values(project, case):
+    text, field, fragments = SPACE_CASES[case]
+    path = project.write("search_spaces", "bad", text)
+    with pytest.raises(ConfigError) as caught:
+        load_space(str(path))
+    assert caught.value.file == str(path)
+    assert caught.value.field == field
+    for fragment in fragments:
+        assert fragment in str(caught.value)
+
+
+def test_good_space_fills_defaults_and_implicit_conditions(project):
+    space = load_space(str(project.write("search_spaces", "good", GOOD_SPACE)))
+    names = [p.name for p in space.parameters]
+    # the stack's order, every layer present, defaults filled in
+    assert names.index("dataset.name") < names.index("model.architecture") < names.index("hardware.threads")
+    assert space.parameter("compression.technique").values == ("none",)
+    assert space.parameter("model.learning_rate").values == (0.05,)
+    # an entry's own parameter is active only when its entry is selected
+    assert space.parameter("hardware.threads").when == {"hardware.device": ("host-cpu",)}
+    assert space.parameter("dataset.image_size").when == {"dataset.name": ("digits",)}
+
+
+def _study(project, text: str, space: str = GOOD_SPACE):
+    project.write("search_spaces", "good", space)
+    return project.write("studies", "s", "space: good\n" + text)
+
+
+STUDY_CASES = {
+    "unknown sampler": ("sampler: nsg2\n", "sampler", ["unknown sampler 'nsg2'", "nsga2, tpe, random, grid"]),
+    "unknown sampler option": ("sampler: {name: nsga2, population: 4}\n", "sampler.population",
+                               ["did you mean 'population_size'"]),
+    "unknown objective": ("objectives: {acc: maximize}\n", "objectives.acc",
+                          ["unknown objective 'acc'", "accuracy, latency_ms, size_bytes"]),
+    "bad direction": ("objectives: {accuracy: max}\n", "objectives.accuracy", ["allowed: maximize, minimize"]),
+    "bad n_trials": ("n_trials: 0\n", "n_trials", ["below the minimum 1"]),
+    "bad storage": ("storage: results.db\n", "storage", ["SQLAlchemy URL"]),
+    "typo in a section": ("measurment: {}\n", "measurment", ["did you mean 'measurement'"]),
+    "bad setting": ("measurement: {warmup_runs: -1}\n", "measurement.warmup_runs", ["below the minimum 0"]),
+    "grid over a continuous range": ("sampler: grid\n", "sampler", ["needs a 'step'"]),
+}
+
+
+@pytest.mark.parametrize("case", list(STUDY_CASES))
+def test_bad_study_names_file_field_and_allowed_values(project, case):
+    text, field, fragments = STUDY_CASES[case]
+    space = GOOD_SPACE
+    if case == "grid over a continuous range":
+        space = GOOD_SPACE.replace("epochs: 1", "learning_rate: {range: [0.01, 0.1], log: true}")
+    path = _study(project, text, space)
+    with pytest.raises(ConfigError) as caught:
+        load_study(str(path))
+    assert (caught.value.file, caught.value.field) == (str(path), field)
+    for fragment in fragments:
+        assert fragment in str(caught.value)
+
+
+def test_unknown_study_and_space_list_what_exists(project, monkeypatch):
+    monkeypatch.chdir(project.root)
+    project.write("search_spaces", "good", GOOD_SPACE)
+    project.write("studies", "mine", "space: good\n")
+    with pytest.raises(ConfigError, match="unknown study 'nope'; available: mine"):
+        load_study("nope")
+    project.write("studies", "other", "space: missing\n")
+    with pytest.raises(ConfigError, match="unknown space 'missing'; available: good") as caught:
+        load_study("other")
+    assert caught.value.file.endswith("other.yaml") and caught.value.field == "space"
+
+
+def test_cli_exits_2_before_writing_storage(project, monkeypatch, capsys):
+    monkeypatch.chdir(project.root)
+    project.write("search_spaces", "bad", GOOD_SPACE.replace("epochs: 1", "epochs: -3"))
+    project.write("studies", "bad", "space: bad\n")
+    assert main(["optimize", "--study", "bad"]) == 2
+    error = capsys.readouterr().err
+    assert "bad.yaml: model.epochs: -3 is below the minimum 0" in error
+    assert not (project.root / "results").exists()

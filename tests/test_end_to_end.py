@@ -1,0 +1,64 @@
+"""A tiny real study: training, TVM build, measurement, stored objectives and attributes."""
+
+from __future__ import annotations
+
+import optuna
+import pytest
+import torch
+
+from dlas_dse.config import load_study
+from dlas_dse.stack.compiler import fold_batchnorm
+from dlas_dse.stack.datasets import load_dataset
+from dlas_dse.stack.models import build_model
+from dlas_dse.study import open_storage
+
+pytestmark = pytest.mark.slow
+
+
+def test_tiny_study_stores_objectives_and_provenance(project, monkeypatch):
+    name = project.tiny(n_trials=2)
+    result = project.run("optimize", "--study", name, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert "Pareto front" in result.stdout
+
+    monkeypatch.chdir(project.root)
+    config = load_study(name)
+    study = optuna.load_study(study_name=name, storage=open_storage(config.storage))
+    trials = study.get_trials()
+    assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert study.metric_names == ["accuracy", "latency_ms", "size_bytes"]
+
+    # size: float32 bytes of the BN-folded model's parameters, computed independently
+    dataset = load_dataset({"name": "digits", "image_size": 32, "val_fraction": 0.2, "split_seed": 0})
+    folded = fold_batchnorm(build_model({"architecture": "mobilenet_v2", "seed": 0}, dataset))
+    expected_bytes = 4 * sum(p.numel() for p in folded.parameters())
+    for trial in trials:
+        accuracy, latency_ms, size_bytes = trial.values
+        attrs = trial.user_attrs
+        assert 0.3 < accuracy <= 1.0, "the compiled artifact of a trained model beats chance (0.1)"
+        assert attrs["accuracy_samples"] == 48
+        assert latency_ms == attrs["latency"]["median_ms"] > 0
+        assert attrs["latency"]["runs"] >= 3 and attrs["latency"]["iqr_ms"] >= 0
+        assert size_bytes == expected_bytes
+        assert attrs["verification"]["max_abs_error"] <= attrs["verification"]["allowed_error"]
+        assert attrs["verification"]["top1_agreement"] == 1.0
+        for stage in ("dataset", "train", "compress", "compile", "verify", "measure", "accuracy"):
+            assert attrs[f"time_{stage}_s"] >= 0
+        assert attrs["time_trial_s"] >= sum(attrs[f"time_{s}_s"] for s in ("train", "compile", "measure"))
+        assert attrs["macs"] > 20_000_000 and attrs["parameters"] > 2_000_000
+        assert attrs["versions"]["torch"] == torch.__version__ and attrs["versions"]["tvm"]
+        assert attrs["target"]["kind"] == "llvm" and attrs["target"]["mcpu"]
+        assert attrs["threads"] == trial.params["hardware.threads"]
+        assert attrs["build"]["convolutions_by_algorithm"] == {"direct": 52}
+    # the second trial reuses the first one's checkpoint
+    assert trials[1].user_attrs["cache_hits"]["train"] is True
+
+    shown = project.run("show", "--study", name)
+    assert shown.returncode == 0 and "Pareto front" in shown.stdout and "mobilenet_v2" not in shown.stderr
+
+
+def test_rerun_of_a_finished_study_runs_nothing(project):
+    name = project.tiny(n_trials=1, threads="1")
+    assert project.run("optimize", "--study", name, "--no-progress").returncode == 0
+    again = project.run("optimize", "--study", name, "--no-progress")
+    assert again.returncode == 0 and "nothing to run" in again.stdout

@@ -1,0 +1,70 @@
+"""A study killed with SIGKILL mid-trial resumes with every finished trial intact."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+
+import optuna
+import psutil
+import pytest
+from optuna.trial import TrialState
+
+from dlas_dse.config import load_study
+from dlas_dse.study import open_storage
+
+pytestmark = pytest.mark.slow
+
+
+def _wait_for(condition, timeout: float, what: str):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.5)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_sigkill_mid_trial_then_rerun_keeps_finished_trials(project, monkeypatch):
+    name = project.tiny(seed="{choices: [10, 11, 12]}", threads="1", sampler="grid")
+    monkeypatch.chdir(project.root)
+    storage = open_storage(load_study(name).storage)
+    process = subprocess.Popen(project.command("optimize", "--study", name, "--no-progress"),
+                               cwd=project.root, env=project.env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+
+    def second_trial_running():
+        try:
+            trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+        except KeyError:
+            return None
+        running = [t for t in trials if t.state == TrialState.RUNNING and "config" in t.user_attrs]
+        done = [t for t in trials if t.state == TrialState.COMPLETE]
+        return (done, running) if done and running else None
+
+    done, running = _wait_for(second_trial_running, 600, "a finished trial and a running one")
+    trial_processes = psutil.Process(process.pid).children(recursive=True)
+    os.kill(process.pid, signal.SIGKILL)  # the study process only: its trial must not outlive it
+    process.wait()
+    _wait_for(lambda: not any(p.is_running() and p.status() != psutil.STATUS_ZOMBIE for p in trial_processes),
+              30, "the orphaned trial process to exit")
+
+    result = project.run("optimize", "--study", name, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    assert f"trials [{running[0].number}] were interrupted" in result.stdout
+
+    trials = {t.number: t for t in optuna.load_study(study_name=name, storage=storage).get_trials()}
+    for finished in done:  # finished before the kill: intact
+        assert trials[finished.number].state == TrialState.COMPLETE
+        assert trials[finished.number].values == finished.values
+    interrupted = trials[running[0].number]
+    assert interrupted.state == TrialState.FAIL
+    assert interrupted.user_attrs["fail_reason"].startswith("interrupted: worker process")
+    retries = [t for t in trials.values() if t.user_attrs.get("retry_of") == interrupted.number]
+    assert len(retries) == 1 and retries[0].state == TrialState.COMPLETE
+    assert retries[0].params == interrupted.params
+    completed = [t for t in trials.values() if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["model.seed"] for t in completed) == [10, 11, 12]  # each grid point once
