@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 COMPLETE_MARKER = "meta.json"
+FORMAT_VERSION = 2
+"""Part of every key: bump it when what an artifact directory holds changes."""
 
 
 def content_key(inputs: Any) -> str:
@@ -55,7 +57,7 @@ class ArtifactCache:
                       create: Callable[[Path], dict | None]) -> tuple[Path, bool]:
         """Return ``(directory, hit)``; on a miss, ``create(tmp_dir)`` writes the artifact's files
         and may return metadata to keep beside them."""
-        key = content_key({"stage": stage, "inputs": inputs})
+        key = content_key({"stage": stage, "inputs": inputs, "format": FORMAT_VERSION})
         final = self.path(stage, key)
         if self.contains(stage, key):
             return final, True

@@ -19,6 +19,18 @@ accuracy (max), latency_ms (min) and size_bytes (min). Results go to the study's
 """
 
 
+def _positive(kind: type):
+    """An argparse type accepting numbers above zero."""
+
+    def parse(text: str):
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        return value
+
+    return parse
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m dlas_dse", formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -31,10 +43,10 @@ def _parser() -> argparse.ArgumentParser:
         description="Run a study; rerunning the same command resumes it (finished trials are kept, "
                     "an interrupted one is retried).")
     optimize.add_argument("--study", required=True, help="a name in studies/ or a path to a study YAML")
-    optimize.add_argument("--n-trials", type=int, help="finished trials to reach (default: the study's n_trials)")
+    optimize.add_argument("--n-trials", type=_positive(int), help="finished trials to reach (default: the study's n_trials)")
     optimize.add_argument("--storage", help="SQLAlchemy URL (default: the study's, e.g. sqlite:///results/NAME.db)")
     optimize.add_argument("--sampler", choices=["nsga2", "tpe", "random", "grid"], help="override the study's sampler")
-    optimize.add_argument("--timeout", type=float, metavar="SECONDS", help="stop starting new trials after this long")
+    optimize.add_argument("--timeout", type=_positive(float), metavar="SECONDS", help="stop starting new trials after this long")
     optimize.add_argument("--no-progress", action="store_true", help="no progress bar (one line per trial only)")
 
     show = commands.add_parser("show", help="print a study's trials and Pareto front")
@@ -51,8 +63,6 @@ def _optimize(args: argparse.Namespace) -> int:
     from dlas_dse.study import run_study
 
     config = load_study(args.study)
-    if args.n_trials is not None and args.n_trials < 1:
-        raise SystemExit("--n-trials must be at least 1")
     print(f"study {config.name}: space {config.space.name}, sampler {args.sampler or config.sampler}, "
           f"storage {args.storage or config.storage}")
     study = run_study(config, n_trials=args.n_trials, storage_url=args.storage, sampler=args.sampler,

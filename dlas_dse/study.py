@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from dlas_dse.config import ConfigError, StudyConfig
-from dlas_dse.trial import STAGES, TrialFailure, run_trial
+from dlas_dse.trial import STAGES, TrialFailure, run_trial, start_worker_server
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -54,24 +54,20 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
 
 
-def open_study(study: StudyConfig, storage_url: str | None = None,
+def open_study(study: StudyConfig, storage: optuna.storages.BaseStorage,
                sampler: str | None = None) -> optuna.Study:
-    """Create the study in storage, or load it when it exists (its objectives must match)."""
-    storage = open_storage(storage_url or study.storage)
-    directions = [optuna.study.StudyDirection[d.upper()] for d in study.directions]
-    try:
-        existing = optuna.load_study(study_name=study.name, storage=storage)
-    except KeyError:
-        existing = None
-    if existing is not None and existing.directions != directions:
+    """Create the study in ``storage``, or load it when it exists (its objectives must match)."""
+    opened = optuna.create_study(study_name=study.name, storage=storage, directions=study.directions,
+                                 sampler=make_sampler(study, sampler), load_if_exists=True)
+    stored = opened.user_attrs.get("objectives")
+    if stored is not None and stored != list(study.objectives) or [
+            d.name.lower() for d in opened.directions] != study.directions:
         raise ConfigError(study.source, "objectives", f"the stored study {study.name!r} optimises "
-                          f"{existing.user_attrs.get('objectives')}; use another storage or study name")
-    created = optuna.create_study(study_name=study.name, storage=storage, directions=study.directions,
-                                  sampler=make_sampler(study, sampler), load_if_exists=True)
-    created.set_metric_names(list(study.objectives))
-    created.set_user_attr("objectives", list(study.objectives))
-    created.set_user_attr("space", study.space.source)
-    return created
+                          f"{stored}; use another storage or study name")
+    opened.set_metric_names(list(study.objectives))
+    opened.set_user_attr("objectives", list(study.objectives))
+    opened.set_user_attr("space", study.space.source)
+    return opened
 
 
 def _worker_identity() -> dict:
@@ -86,20 +82,26 @@ def _is_alive(worker: dict) -> bool:
         return False
 
 
-def recover_interrupted_trials(study: optuna.Study) -> list[int]:
-    """Fail the running trials whose worker on this host is gone, and enqueue them again."""
+def recover_interrupted_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
+    """Enqueue again the trials that were interrupted rather than failed: those stopped with
+    Ctrl-C, and running ones whose worker on this host is gone (these are marked failed first)."""
+    trials = study.get_trials(deepcopy=False)
+    retried = {t.user_attrs.get("retry_of") for t in trials}
     recovered = []
-    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-        worker = trial.user_attrs.get("worker")
-        if not worker or worker.get("host") != socket.gethostname() or _is_alive(worker):
+    for trial in trials:
+        worker = trial.user_attrs.get("worker") or {}
+        if trial.state == TrialState.RUNNING and worker.get("host") == socket.gethostname() \
+                and not _is_alive(worker):
+            storage.set_trial_user_attr(trial._trial_id, "fail_reason",
+                                        f"interrupted: worker process {worker['pid']} stopped mid-trial")
+            storage.set_trial_user_attr(trial._trial_id, "interrupted", True)
+            if not storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
+                continue
+        elif not (trial.state == TrialState.FAIL and trial.user_attrs.get("interrupted")):
             continue
-        storage = study._storage
-        storage.set_trial_user_attr(trial._trial_id, "fail_reason",
-                                    f"interrupted: worker process {worker['pid']} stopped mid-trial")
-        if storage.set_trial_state_values(trial._trial_id, TrialState.FAIL):
-            retries = trial.user_attrs.get("retries", 0)
-            if retries < MAX_RETRIES:
-                study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retries": retries + 1})
+        retries = trial.user_attrs.get("retries", 0)
+        if trial.number not in retried and retries < MAX_RETRIES:
+            study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number, "retries": retries + 1})
             recovered.append(trial.number)
     return recovered
 
@@ -109,6 +111,7 @@ def counted_trials(study: optuna.Study) -> int:
     were retried (a killed worker's trial) and combinations excluded by constraints."""
     trials = study.get_trials(deepcopy=False)
     retried = {t.user_attrs.get("retry_of", t.system_attrs.get("failed_trial")) for t in trials}
+    retried |= {t.number for t in trials if t.user_attrs.get("interrupted")}
     return sum(1 for t in trials if t.state == TrialState.COMPLETE
                or (t.state == TrialState.FAIL and t.number not in retried))
 
@@ -161,8 +164,10 @@ def run_study(config: StudyConfig, n_trials: int | None = None, storage_url: str
               log: Callable[[str], None] = print) -> optuna.Study:
     """Run (or resume) the study until ``n_trials`` trials count as finished, or ``timeout_s``."""
     sampler = sampler or config.sampler
-    study = open_study(config, storage_url, sampler)
-    recovered = recover_interrupted_trials(study)
+    start_worker_server()
+    storage = open_storage(storage_url or config.storage)
+    study = open_study(config, storage, sampler)
+    recovered = recover_interrupted_trials(study, storage)
     if recovered:
         log(f"resuming: trials {recovered} were interrupted when a worker stopped; they are retried")
     if sampler == "grid":
@@ -197,10 +202,15 @@ def run_study(config: StudyConfig, n_trials: int | None = None, storage_url: str
             trial.set_user_attr("fail_reason", str(failure))
             trial.set_user_attr("time_trial_s", time.perf_counter() - started)
             raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("fail_reason", "interrupted by the user (Ctrl-C); retried on resume")
+            trial.set_user_attr("interrupted", True)
+            raise
         wall = time.perf_counter() - started
         attributes = result["attributes"]
         staged = sum(attributes.get(f"time_{stage}_s", 0.0) for stage in STAGES)
-        attributes.update(time_trial_s=wall, time_framework_s=wall - staged)
+        attributes.update(time_trial_s=wall,
+                          time_framework_s=wall - staged - attributes["time_worker_start_s"])
         for key, value in attributes.items():
             trial.set_user_attr(key, value)
         return tuple(result["values"][name] for name in config.objectives)

@@ -8,6 +8,7 @@ out-of-memory kill in generated code becomes a :class:`TrialFailure` with its re
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.forkserver
 import os
 import platform
 import queue
@@ -32,7 +33,7 @@ from dlas_dse.stack.compression import compress
 from dlas_dse.stack.datasets import Dataset, load_dataset
 from dlas_dse.stack.hardware import create_device
 from dlas_dse.stack.measurement import measure_latency
-from dlas_dse.stack.models import count_macs, count_parameters, trained_model
+from dlas_dse.stack.models import count_parameters, trained_model
 
 STAGES = ("dataset", "train", "compress", "compile", "verify", "measure", "accuracy")
 """The stages of a trial, in order; each one's wall time is recorded as ``time_<stage>_s``."""
@@ -145,7 +146,7 @@ def execute(config: Config, settings: dict, cache_dir: str,
                          "max_samples": evaluation["max_samples"]},
             lambda: evaluate_accuracy(eval_executable, model, images, labels, verification["tolerance"]))
 
-    macs = count_macs(model, dataset.image_shape)
+    macs = latency_build["macs"]
     attributes = {
         **times,
         "config": config,
@@ -181,12 +182,16 @@ def _exit_when_orphaned(parent_pid: int) -> None:
 
 def _child(config: Config, settings: dict, cache_dir: str, messages: multiprocessing.Queue,
            parent_pid: int) -> None:
+    messages.put(("started", time.time()))
     _exit_when_orphaned(parent_pid)
     try:
         result = execute(config, settings, cache_dir, report=lambda stage: messages.put(("stage", stage)))
         messages.put(("result", result))
     except BaseException as error:  # noqa: BLE001  (everything goes back to the parent as a reason)
         messages.put(("error", f"{type(error).__name__}: {error}", traceback.format_exc()))
+    messages.close()
+    messages.join_thread()
+    os._exit(0)  # skip interpreter teardown (PyTorch, TVM): the result has been delivered
 
 
 def _describe_exit(exitcode: int | None) -> str:
@@ -204,15 +209,25 @@ def _context() -> multiprocessing.context.BaseContext:
     return context
 
 
+def start_worker_server() -> None:
+    """Start the fork server now (it imports PyTorch and TVM once, in the background)."""
+    _context()
+    multiprocessing.forkserver.ensure_running()
+
+
 def run_trial(config: Config, settings: dict, cache_dir: str, timeout_s: float,
               on_stage: Callable[[str], None] = lambda stage: None) -> dict:
-    """Run ``config`` in a child process; raises :class:`TrialFailure` on error, crash or timeout."""
+    """Run ``config`` in a child process; raises :class:`TrialFailure` on error, crash or timeout.
+
+    The attribute ``time_worker_start_s`` is how long the child took to start (seconds, large
+    only for the first trial of a process, while the fork server imports the stack)."""
     context = _context()
     messages = context.Queue()
     process = context.Process(target=_child, args=(config, settings, cache_dir, messages, os.getpid()))
+    requested = time.time()
     process.start()
     deadline = time.monotonic() + timeout_s
-    current = "starting"
+    current, worker_start_s = "starting", 0.0
     try:
         while True:
             try:
@@ -227,10 +242,13 @@ def run_trial(config: Config, settings: dict, cache_dir: str, timeout_s: float,
                     raise TrialFailure(f"timed out after {timeout_s:g} s in stage {current}")
                 else:
                     continue
-            if kind == "stage":
+            if kind == "started":
+                worker_start_s = payload[0] - requested
+            elif kind == "stage":
                 current = payload[0]
                 on_stage(current)
             elif kind == "result":
+                payload[0]["attributes"]["time_worker_start_s"] = worker_start_s
                 return payload[0]
             else:
                 message, trace = payload

@@ -28,6 +28,16 @@ def _wait_for(condition, timeout: float, what: str):
     raise AssertionError(f"timed out waiting for {what}")
 
 
+def _running_trial(name: str, storage):
+    try:
+        trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+    except KeyError:
+        return None
+    done = [t for t in trials if t.state == TrialState.COMPLETE]
+    running = [t for t in trials if t.state == TrialState.RUNNING and "config" in t.user_attrs]
+    return done, running
+
+
 def test_sigkill_mid_trial_then_rerun_keeps_finished_trials(project, monkeypatch):
     name = project.tiny(seed="{choices: [10, 11, 12]}", threads="1", sampler="grid")
     monkeypatch.chdir(project.root)
@@ -37,13 +47,8 @@ def test_sigkill_mid_trial_then_rerun_keeps_finished_trials(project, monkeypatch
                                stderr=subprocess.DEVNULL)
 
     def second_trial_running():
-        try:
-            trials = optuna.load_study(study_name=name, storage=storage).get_trials()
-        except KeyError:
-            return None
-        running = [t for t in trials if t.state == TrialState.RUNNING and "config" in t.user_attrs]
-        done = [t for t in trials if t.state == TrialState.COMPLETE]
-        return (done, running) if done and running else None
+        state = _running_trial(name, storage)
+        return state if state and all(state) else None
 
     done, running = _wait_for(second_trial_running, 600, "a finished trial and a running one")
     trial_processes = psutil.Process(process.pid).children(recursive=True)
@@ -68,3 +73,30 @@ def test_sigkill_mid_trial_then_rerun_keeps_finished_trials(project, monkeypatch
     assert retries[0].params == interrupted.params
     completed = [t for t in trials.values() if t.state == TrialState.COMPLETE]
     assert sorted(t.params["model.seed"] for t in completed) == [10, 11, 12]  # each grid point once
+
+
+def test_ctrl_c_mid_trial_is_retried_on_resume(project, monkeypatch):
+    name = project.tiny(seed="{choices: [20, 21]}", threads="1", sampler="grid")
+    monkeypatch.chdir(project.root)
+    storage = open_storage(load_study(name).storage)
+    process = subprocess.Popen(project.command("optimize", "--study", name, "--no-progress"),
+                               cwd=project.root, env=project.env(), stdout=subprocess.DEVNULL,
+                               stderr=subprocess.PIPE, text=True)
+    def a_trial_running():
+        state = _running_trial(name, storage)
+        return state[1] if state and state[1] else None
+
+    running = _wait_for(a_trial_running, 600, "a running trial")
+    process.send_signal(signal.SIGINT)
+    _, error = process.communicate(timeout=60)
+    assert process.returncode == 130 and "rerun the same command to resume" in error
+
+    result = project.run("optimize", "--study", name, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+    interrupted = trials[running[0].number]
+    assert interrupted.state == TrialState.FAIL
+    assert interrupted.user_attrs["fail_reason"].startswith("interrupted by the user")
+    completed = [t for t in trials if t.state == TrialState.COMPLETE]
+    assert sorted(t.params["model.seed"] for t in completed) == [20, 21]
+    assert any(t.user_attrs.get("retry_of") == interrupted.number for t in completed)

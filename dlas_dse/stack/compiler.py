@@ -85,6 +85,12 @@ def to_relax(model: nn.Module, input_shape: tuple[int, ...]) -> tvm.IRModule:
     return from_exported_program(program, keep_params_as_input=False)
 
 
+def _visit_relax(mod: tvm.IRModule, visit) -> None:
+    for function in mod.functions.values():
+        if isinstance(function, relax.Function):
+            relax.analysis.post_order_visit(function, visit)
+
+
 def deployed_bytes(mod: tvm.IRModule) -> int:
     """Bytes of the constants (weights, biases) the module deploys, in their stored dtypes."""
     total = 0
@@ -94,9 +100,31 @@ def deployed_bytes(mod: tvm.IRModule) -> int:
         if isinstance(expr, tvm.ir.expr.GenericConst):
             total += expr.value.numpy().nbytes
 
-    for function in mod.functions.values():
-        if isinstance(function, relax.Function):
-            relax.analysis.post_order_visit(function, visit)
+    _visit_relax(mod, visit)
+    return total
+
+
+def _shape(expr: relax.Expr) -> list[int]:
+    if isinstance(expr, tvm.ir.expr.GenericConst):
+        return list(expr.value.shape)
+    return [int(d) for d in expr.ty.shape]
+
+
+def count_macs(mod: tvm.IRModule) -> int:
+    """Multiply-accumulates of the module's convolutions and matrix multiplications."""
+    total = 0
+
+    def visit(expr: relax.Expr) -> None:
+        nonlocal total
+        if not (isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op)):
+            return
+        if expr.op.name == "relax.nn.conv2d":
+            _, in_per_group, kernel_h, kernel_w = _shape(expr.args[1])
+            total += int(np.prod(_shape(expr))) * in_per_group * kernel_h * kernel_w
+        elif expr.op.name == "relax.matmul":
+            total += int(np.prod(_shape(expr))) * _shape(expr.args[0])[-1]
+
+    _visit_relax(mod, visit)
     return total
 
 
@@ -110,18 +138,18 @@ def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executabl
 
     def create(directory: Path) -> dict:
         mod = to_relax(request.model, (request.batch_size, *request.image_shape))
-        size = deployed_bytes(mod)
+        profile = {"deployed_bytes": deployed_bytes(mod), "macs": count_macs(mod) // request.batch_size}
         mod, algorithm_record = apply_algorithm(mod, request.algorithm)
         executable = tvm.compile(mod, request.device.tvm_target())
         executable.export_library(str(directory / "model.so"))
-        return {"deployed_bytes": size, **algorithm_record}
+        return {**profile, **algorithm_record}
 
     started = time.perf_counter()
     directory, hit = cache.get_or_create("build", inputs, create)
     metadata = json.loads((directory / "meta.json").read_text())
     executable = TVMExecutable(directory / "model.so", request.device, request.batch_size)
     record = {"hit": hit, "build_key": directory.name, "seconds": time.perf_counter() - started,
-              "deployed_bytes": metadata["deployed_bytes"],
+              "deployed_bytes": metadata["deployed_bytes"], "macs": metadata["macs"],
               "convolutions_by_algorithm": metadata["convolutions_by_algorithm"]}
     return executable, record
 

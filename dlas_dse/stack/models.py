@@ -7,7 +7,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torchvision
@@ -134,12 +133,3 @@ def trained_model(params: dict, dataset: Dataset, dataset_params: dict,
 def count_parameters(model: nn.Module) -> int:
     """Number of parameters of ``model``."""
     return int(sum(p.numel() for p in model.parameters()))
-
-
-def count_macs(model: nn.Module, image_shape: tuple[int, ...]) -> int:
-    """Multiply-accumulates of one forward pass at batch 1 (PyTorch's FLOP counter / 2)."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    with FlopCounterMode(display=False) as counter, torch.no_grad():
-        model(torch.from_numpy(np.zeros((1, *image_shape), np.float32)))
-    return int(counter.get_total_flops() // 2)
