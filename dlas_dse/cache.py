@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 COMPLETE_MARKER = "meta.json"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 4
 """Part of every key: bump it when what an artifact directory holds changes."""
 
 
@@ -77,6 +77,11 @@ class ArtifactCache:
             finally:
                 shutil.rmtree(temporary, ignore_errors=True)
         return final, False
+
+    @staticmethod
+    def metadata(directory: Path) -> dict:
+        """The metadata stored beside an artifact (what ``create`` returned, plus inputs and timing)."""
+        return json.loads((directory / COMPLETE_MARKER).read_text())
 
     def get_or_compute_json(self, stage: str, inputs: Any,
                             compute: Callable[[], dict]) -> tuple[dict, bool]:

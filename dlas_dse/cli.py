@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+DATA_DIR_VARIABLE = "DLAS_DATA_DIR"
 
 EXAMPLES = """\
 examples:
@@ -47,6 +50,10 @@ def _parser() -> argparse.ArgumentParser:
     optimize.add_argument("--storage", help="SQLAlchemy URL (default: the study's, e.g. sqlite:///results/NAME.db)")
     optimize.add_argument("--sampler", choices=["nsga2", "tpe", "random", "grid"], help="override the study's sampler")
     optimize.add_argument("--timeout", type=_positive(float), metavar="SECONDS", help="stop starting new trials after this long")
+    optimize.add_argument("--data-dir", help=f"folder holding cifar-10-batches-py/ and imagenet/val/ "
+                          f"(default: ${DATA_DIR_VARIABLE} or ./data)")
+    optimize.add_argument("--weights", help="checkpoint to use instead of training: sets model.weights "
+                          "({architecture} and {dataset} are replaced; 'torchvision' = pretrained)")
     optimize.add_argument("--no-progress", action="store_true", help="no progress bar (one line per trial only)")
 
     show = commands.add_parser("show", help="print a study's trials and Pareto front")
@@ -63,6 +70,8 @@ def _optimize(args: argparse.Namespace) -> int:
     from dlas_dse.study import run_study
 
     config = load_study(args.study)
+    if args.weights:
+        config.space = config.space.with_fixed("model.weights", args.weights)
     print(f"study {config.name}: space {config.space.name}, sampler {args.sampler or config.sampler}, "
           f"storage {args.storage or config.storage}")
     study = run_study(config, n_trials=args.n_trials, storage_url=args.storage, sampler=args.sampler,
@@ -106,10 +115,13 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for configuration errors)."""
     args = _parser().parse_args(argv)
     from dlas_dse.config import ConfigError
+    from dlas_dse.registry import PreflightError
 
+    if getattr(args, "data_dir", None):
+        os.environ[DATA_DIR_VARIABLE] = str(args.data_dir)
     try:
         return {"optimize": _optimize, "show": _show, "list": _list}[args.command](args)
-    except ConfigError as error:
+    except (ConfigError, PreflightError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -242,14 +242,16 @@ def _layer_parameters(file: Path, registry: Registry, block: Any,
         name = f"{layer}.{key}"
         if key in block or key == registry.selector:
             continue
-        owners = registry.owners(key)
-        if owners and not selectable.intersection(owners):
-            continue
-        if spec.default is None:
-            raise ConfigError(file, name, f"required: {name} is {spec.describe()}")
-        parameter = conditional(key, Parameter(name, "fixed", (spec.default,)))
-        known[name] = parameter
-        parameters.append(parameter)
+        owners = [o for o in registry.owners(key) if o in selectable]
+        # a default per owning entry (entries may differ, e.g. image_size 32 vs 224)
+        defaults = [(registry.get(o).params[key], {selector_name: (o,)}) for o in owners] \
+            if registry.owners(key) else [(spec, {})]
+        for owner_spec, when in defaults:
+            if owner_spec.default is None:
+                raise ConfigError(file, name, f"required: {name} is {owner_spec.describe()}")
+            parameter = Parameter(name, "fixed", (owner_spec.default,), when=when)
+            known.setdefault(name, parameter)
+            parameters.append(parameter)
     return parameters
 
 

@@ -59,6 +59,14 @@ class Entry:
     function: Callable
     params: dict[str, Param] = field(default_factory=dict)
     summary: str = ""
+    preflight: Callable[[dict], None] | None = None
+    """Optional cheap check, given a whole configuration's layers, run before a study starts
+    (e.g. that a dataset's files exist); raises :class:`PreflightError`."""
+
+
+class PreflightError(Exception):
+    """A technique cannot run on this machine (missing data, unreachable device); the message
+    says what was tried and what to do."""
 
 
 class UnknownEntryError(KeyError):
@@ -80,16 +88,20 @@ class Registry:
         self.layer = layer
         self.selector = selector
         self.common = dict(common or {})
+        self.preflight: Callable[[dict], None] | None = None
+        """Check of the layer's common parameters before a study starts (like Entry.preflight)."""
         self._entries: dict[str, Entry] = {}
 
-    def register(self, name: str, **params: Param) -> Callable[[Callable], Callable]:
-        """Decorator adding ``function`` under ``name`` with its own parameters."""
+    def register(self, name: str, *, preflight: Callable[[dict], None] | None = None,
+                 **params: Param) -> Callable[[Callable], Callable]:
+        """Decorator adding ``function`` under ``name`` with its own parameters; ``preflight``
+        (called with every layer's parameters) checks before a study starts that it can run."""
 
         def decorate(function: Callable) -> Callable:
             if name in self._entries:
                 raise ValueError(f"{self.layer} {name!r} is registered twice")
             summary = (function.__doc__ or "").strip().splitlines()[0] if function.__doc__ else ""
-            self._entries[name] = Entry(name, function, params, summary)
+            self._entries[name] = Entry(name, function, params, summary, preflight)
             return function
 
         return decorate
@@ -123,15 +135,15 @@ class Registry:
 
 
 DATASETS = Registry("dataset", "name", common={
-    "val_fraction": Param(float, default=0.2, low=0.05, high=0.5,
-                          help="share of the data held out for validation (stratified)"),
-    "split_seed": Param(int, default=0, low=0, help="seed of the train/validation split"),
+    "split_seed": Param(int, default=0, low=0, help="seed of the train/validation split and of subsets"),
 })
 MODELS = Registry("model", "architecture", common={
     "epochs": Param(int, default=2, low=0, high=1000, help="training epochs"),
     "learning_rate": Param(float, default=0.05, low=1e-6, high=10.0, help="SGD learning rate"),
     "batch_size": Param(int, default=64, low=1, high=4096, help="training batch size"),
     "seed": Param(int, default=0, low=0, help="seed of initialisation and data order"),
+    "weights": Param(str, default="", help="checkpoint to use instead of training ({architecture} and "
+                     "{dataset} are replaced; 'torchvision' = torchvision's pretrained weights)"),
 })
 COMPRESSIONS = Registry("compression", "technique")
 ALGORITHMS = Registry("algorithm", "conv")

@@ -109,6 +109,21 @@ class SearchSpace:
             config[param.name] = param.suggest(trial)
         return config
 
+    def representative(self, **fixed: Any) -> Config:
+        """One configuration: ``fixed`` values, else each active parameter's first value (a
+        range's low end). Used to check that every selectable technique can run here."""
+        config: Config = {}
+        for param in self.parameters:
+            if param.is_active(config):
+                config[param.name] = fixed.get(param.name, param.values[0] if param.discrete else param.low)
+        return config
+
+    def with_fixed(self, name: str, value: Any) -> "SearchSpace":
+        """A copy where every parameter called ``name`` takes ``value`` (conditions kept)."""
+        parameters = [Parameter(p.name, "fixed", (value,), when=p.when) if p.name == name else p
+                      for p in self.parameters]
+        return SearchSpace(self.name, self.source, parameters, self.constraints, self.description)
+
     def violations(self, config: Config) -> list[Constraint]:
         """The constraints that exclude ``config`` (empty when it is valid)."""
         return [c for c in self.constraints if c.violated_by(config)]

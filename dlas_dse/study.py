@@ -21,6 +21,8 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from dlas_dse.config import ConfigError, StudyConfig
+from dlas_dse.registry import LAYERS
+from dlas_dse.space import SearchSpace, nest
 from dlas_dse.trial import STAGES, TrialFailure, run_trial, start_worker_server
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
@@ -68,6 +70,18 @@ def open_study(study: StudyConfig, storage: optuna.storages.BaseStorage,
     opened.set_user_attr("objectives", list(study.objectives))
     opened.set_user_attr("space", study.space.source)
     return opened
+
+
+def preflight(space: SearchSpace) -> None:
+    """Run every selectable technique's preflight check (data present, device reachable) so a
+    study stops before any training when it cannot run; raises PreflightError."""
+    for layer, registry in LAYERS.items():
+        selector = f"{layer}.{registry.selector}"
+        for name in space.parameter(selector).values:
+            layers = nest(space.representative(**{selector: name}))
+            for check in (registry.get(name).preflight, registry.preflight):
+                if check is not None:
+                    check(layers)
 
 
 def _worker_identity() -> dict:
@@ -164,6 +178,7 @@ def run_study(config: StudyConfig, n_trials: int | None = None, storage_url: str
               log: Callable[[str], None] = print) -> optuna.Study:
     """Run (or resume) the study until ``n_trials`` trials count as finished, or ``timeout_s``."""
     sampler = sampler or config.sampler
+    preflight(config.space)
     start_worker_server()
     storage = open_storage(storage_url or config.storage)
     study = open_study(config, storage, sampler)

@@ -48,8 +48,9 @@ class CorrectnessError(TrialFailure):
 
 
 def _reference_logits(model: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
+    dtype = next(model.parameters()).dtype
     with torch.no_grad():
-        return model(torch.from_numpy(batch)).numpy()
+        return model(torch.from_numpy(batch).to(dtype)).float().numpy()
 
 
 def check_against_pytorch(executable: Executable, model: torch.nn.Module, images: np.ndarray,
@@ -120,15 +121,18 @@ def execute(config: Config, settings: dict, cache_dir: str,
     with stage("train"):
         model, training = trained_model(layers["model"], dataset, layers["dataset"], cache)
     with stage("compress"):
-        model, compression = compress(model, dataset, layers["compression"])
+        model, compression = compress(model, dataset, layers["compression"], layers["model"],
+                                      training["checkpoint"], cache)
     device = create_device(layers["hardware"])
     device.configure_runtime()
-    evaluation, verification = settings["evaluation"], settings["verification"]
+    evaluation, verification = settings["evaluation"], dict(settings["verification"])
+    verification["tolerance"] = max(verification["tolerance"], compression.get("tolerance", 0.0))
 
     def build(batch_size: int) -> tuple[Executable, dict]:
         return compile_model(BuildRequest(
-            model, {"checkpoint": training["checkpoint"], "compression": layers["compression"]},
-            dataset.image_shape, batch_size, layers["algorithm"], layers["software"], device), cache)
+            model, {"compressed": compression["compressed"]},
+            dataset.image_shape, batch_size, layers["algorithm"], layers["software"], device,
+            compression.get("precision", "float32")), cache)
 
     with stage("compile"):
         latency_executable, latency_build = build(1)

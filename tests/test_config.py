@@ -28,7 +28,7 @@ SPACE_CASES = {
     "out of range": (GOOD_SPACE.replace("threads: 1", "threads: 999"),
                      "hardware.threads", ["999 is above the maximum"]),
     "unknown model": (GOOD_SPACE.replace("mobilenet_v2]", "resnet19]"),
-                      "model.architecture", ["unknown model architecture 'resnet19'", "supported: resnet18, mobilenet_v2"]),
+                      "model.architecture", ["unknown model architecture 'resnet19'", "supported: resnet18, resnet50, mobilenet_v2, vgg16_bn, densenet121, efficientnet_b0, mnasnet1_0"]),
     "unknown device": (GOOD_SPACE.replace("device: host-cpu", "device: tpu"),
                        "hardware.device", ["unknown hardware device 'tpu'", "supported: host-cpu"]),
     "range of strings": (GOOD_SPACE.replace("architecture: {choices: [resnet18, mobilenet_v2]}",

@@ -38,13 +38,19 @@ def _running_trial(name: str, storage):
     return done, running
 
 
-def test_sigkill_mid_trial_then_rerun_keeps_finished_trials(project, monkeypatch):
-    name = project.tiny(seed="{choices: [10, 11, 12]}", threads="1", sampler="grid")
+def _start_grid_study(project, monkeypatch, seeds: str):
+    """Start a grid study over ``seeds`` in the background; returns its name, storage, process."""
+    name = project.tiny(seed=seeds, threads="1", sampler="grid")
     monkeypatch.chdir(project.root)
-    storage = open_storage(load_study(name).storage)
-    process = subprocess.Popen(project.command("optimize", "--study", name, "--no-progress"),
-                               cwd=project.root, env=project.env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
+    with open(project.root / "stderr.log", "w") as stderr:  # a file never blocks the writer
+        process = subprocess.Popen(project.command("optimize", "--study", name, "--no-progress"),
+                                   cwd=project.root, env=project.env(), stdout=subprocess.DEVNULL,
+                                   stderr=stderr)
+    return name, open_storage(load_study(name).storage), process
+
+
+def test_sigkill_mid_trial_then_rerun_keeps_finished_trials(project, monkeypatch):
+    name, storage, process = _start_grid_study(project, monkeypatch, "{choices: [10, 11, 12]}")
 
     def second_trial_running():
         state = _running_trial(name, storage)
@@ -76,20 +82,17 @@ def test_sigkill_mid_trial_then_rerun_keeps_finished_trials(project, monkeypatch
 
 
 def test_ctrl_c_mid_trial_is_retried_on_resume(project, monkeypatch):
-    name = project.tiny(seed="{choices: [20, 21]}", threads="1", sampler="grid")
-    monkeypatch.chdir(project.root)
-    storage = open_storage(load_study(name).storage)
-    process = subprocess.Popen(project.command("optimize", "--study", name, "--no-progress"),
-                               cwd=project.root, env=project.env(), stdout=subprocess.DEVNULL,
-                               stderr=subprocess.PIPE, text=True)
+    name, storage, process = _start_grid_study(project, monkeypatch, "{choices: [20, 21]}")
+
     def a_trial_running():
         state = _running_trial(name, storage)
         return state[1] if state and state[1] else None
 
     running = _wait_for(a_trial_running, 600, "a running trial")
     process.send_signal(signal.SIGINT)
-    _, error = process.communicate(timeout=60)
-    assert process.returncode == 130 and "rerun the same command to resume" in error
+    process.wait(timeout=60)
+    assert process.returncode == 130
+    assert "rerun the same command to resume" in (project.root / "stderr.log").read_text()
 
     result = project.run("optimize", "--study", name, "--no-progress")
     assert result.returncode == 0, result.stderr

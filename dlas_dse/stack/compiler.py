@@ -19,6 +19,7 @@ import torch.nn as nn
 import tvm
 from torch.fx.experimental.optimization import fuse
 from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.relax.frontend.torch import from_exported_program
 
 from dlas_dse.cache import ArtifactCache
@@ -53,23 +54,28 @@ class BuildRequest:
     algorithm: dict
     software: dict
     device: Device
+    precision: str = "float32"
 
 
 class TVMExecutable(Executable):
     """A Relax VM over a compiled shared library."""
 
-    def __init__(self, library: Path, device: Device, batch_size: int):
+    def __init__(self, library: Path, device: Device, batch_size: int, input_dtype: str):
         self.batch_size = batch_size
+        self._input_dtype = input_dtype
         self._device = device.tvm_device()
         self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), self._device)
 
+    def _input(self, batch: np.ndarray) -> tvm.runtime.Tensor:
+        return tvm.runtime.tensor(np.ascontiguousarray(batch, dtype=self._input_dtype), self._device)
+
     def run(self, batch: np.ndarray) -> np.ndarray:
-        output = self._vm["main"](tvm.runtime.tensor(np.ascontiguousarray(batch), self._device))
-        return (output[0] if not hasattr(output, "numpy") else output).numpy()
+        output = self._vm["main"](self._input(batch))
+        return (output[0] if not hasattr(output, "numpy") else output).numpy().astype(np.float32)
 
     def time_runs(self, batch: np.ndarray, count: int) -> list[float]:
         timer = self._vm.time_evaluator("main", self._device, number=1, repeat=count)
-        return list(timer(tvm.runtime.tensor(np.ascontiguousarray(batch), self._device)).results)
+        return list(timer(self._input(batch)).results)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -78,8 +84,9 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
 
 
 def to_relax(model: nn.Module, input_shape: tuple[int, ...]) -> tvm.IRModule:
-    """Import ``model`` at a static input shape into a Relax module with constant weights."""
-    example = torch.zeros(input_shape, dtype=torch.float32)
+    """Import ``model`` at a static input shape (in its parameters' dtype) into a Relax module
+    with constant weights."""
+    example = torch.zeros(input_shape, dtype=next(model.parameters()).dtype)
     with torch.no_grad():
         program = torch.export.export(fold_batchnorm(model), (example,))
     return from_exported_program(program, keep_params_as_input=False)
@@ -92,12 +99,13 @@ def _visit_relax(mod: tvm.IRModule, visit) -> None:
 
 
 def deployed_bytes(mod: tvm.IRModule) -> int:
-    """Bytes of the constants (weights, biases) the module deploys, in their stored dtypes."""
+    """Bytes of the constant tensors (weights, biases) the module deploys, in their stored dtypes
+    (scalar constants such as a ReLU6 bound are not parameters and not counted)."""
     total = 0
 
     def visit(expr: relax.Expr) -> None:
         nonlocal total
-        if isinstance(expr, tvm.ir.expr.GenericConst):
+        if isinstance(expr, tvm.ir.expr.GenericConst) and len(expr.value.shape):
             total += expr.value.numpy().nbytes
 
     _visit_relax(mod, visit)
@@ -128,17 +136,46 @@ def count_macs(mod: tvm.IRModule) -> int:
     return total
 
 
+@mutator
+class _ClipAsMinMax(PyExprMutator):
+    """``clip(x, a, b)`` (float64 scalar bounds) → ``minimum(maximum(x, a), b)`` in x's dtype."""
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.clip":
+            data, low, high = call.args
+            dtype = data.ty.dtype
+            return relax.op.minimum(relax.op.maximum(data, relax.const(float(low.value), dtype)),
+                                    relax.const(float(high.value), dtype))
+        return call
+
+
+def to_float16(mod: tvm.IRModule) -> tvm.IRModule:
+    """Weights and activations in float16 (input and output stay float32 at the boundary)."""
+    rewriter = _ClipAsMinMax(mod)
+    for name, function in list(mod.functions.items()):
+        if isinstance(function, relax.Function):
+            mod[name] = rewriter.visit_expr(function)
+    mod = relax.transform.ToMixedPrecision(out_dtype="float16")(mod)
+    return relax.transform.FoldConstant()(mod)
+
+
+PRECISIONS = {"float32": lambda mod: mod, "float16": to_float16}
+"""How the compiler lowers a model to the precision its compression asks for."""
+
+
 @COMPILERS.register("tvm", tuning=Param(str, default="untuned", choices=("untuned",),
                                         help="untuned: TVM's default lowering, no auto-scheduling"))
 def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executable, dict]:
     """Apache TVM (Relax): torch.export import, layer-4 rewrite, build for the device's target."""
-    inputs = {"model": request.model_key, "batch_size": request.batch_size,
+    inputs = {"model": request.model_key, "batch_size": request.batch_size, "precision": request.precision,
               "algorithm": request.algorithm, "software": request.software,
               "target": request.device.target, "tvm": tvm.__version__}
 
     def create(directory: Path) -> dict:
-        mod = to_relax(request.model, (request.batch_size, *request.image_shape))
-        profile = {"deployed_bytes": deployed_bytes(mod), "macs": count_macs(mod) // request.batch_size}
+        mod = PRECISIONS[request.precision](to_relax(request.model, (request.batch_size, *request.image_shape)))
+        profile = {"deployed_bytes": deployed_bytes(mod), "macs": count_macs(mod) // request.batch_size,
+                   "input_dtype": str(next(request.model.parameters()).dtype).replace("torch.", "")}
         mod, algorithm_record = apply_algorithm(mod, request.algorithm)
         executable = tvm.compile(mod, request.device.tvm_target())
         executable.export_library(str(directory / "model.so"))
@@ -147,7 +184,8 @@ def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executabl
     started = time.perf_counter()
     directory, hit = cache.get_or_create("build", inputs, create)
     metadata = json.loads((directory / "meta.json").read_text())
-    executable = TVMExecutable(directory / "model.so", request.device, request.batch_size)
+    executable = TVMExecutable(directory / "model.so", request.device, request.batch_size,
+                               metadata["input_dtype"])
     record = {"hit": hit, "build_key": directory.name, "seconds": time.perf_counter() - started,
               "deployed_bytes": metadata["deployed_bytes"], "macs": metadata["macs"],
               "convolutions_by_algorithm": metadata["convolutions_by_algorithm"]}

@@ -1,19 +1,149 @@
-"""Layer 3, model optimisations: each technique turns a trained model into a deployable one."""
+"""Layer 3, model optimisations: each technique turns a trained model into a deployable one.
+
+A technique is ``function(model, dataset, params, fine_tune) -> (model, record)``. It must be
+deterministic in the structure it produces, so that a cached result is rebuilt by running the
+technique again without fine-tuning (``fine_tune=None``) and loading the cached state dict.
+"""
 
 from __future__ import annotations
 
-import torch.nn as nn
+import copy
+from pathlib import Path
+from typing import Callable
 
-from dlas_dse.registry import COMPRESSIONS
+import torch
+import torch.nn as nn
+import torch.nn.utils.prune as prune
+
+from dlas_dse.cache import ArtifactCache
+from dlas_dse.registry import COMPRESSIONS, Param
 from dlas_dse.stack.datasets import Dataset
+from dlas_dse.stack.models import train
+
+FineTune = Callable[[nn.Module], dict] | None
+
+FINE_TUNING = {
+    "finetune_epochs": Param(int, default=1, low=0, high=100, help="fine-tuning epochs after compressing"),
+    "finetune_learning_rate": Param(float, default=0.01, low=1e-6, high=10.0, help="fine-tuning learning rate"),
+}
+"""Parameters of the techniques that fine-tune."""
+
+
+def prunable_weights(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """The (module, "weight") pairs of every convolution and linear layer."""
+    return [(m, "weight") for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+
+def sparsity(model: nn.Module) -> dict:
+    """Zeros among the conv and linear weights: global share and count, and per-layer extremes."""
+    per_layer = [(int((m.weight == 0).sum()), m.weight.numel()) for m, _ in prunable_weights(model)]
+    zeros, total = sum(z for z, _ in per_layer), sum(n for _, n in per_layer)
+    shares = [z / n for z, n in per_layer]
+    return {"sparsity": zeros / total, "zero_weights": zeros, "prunable_weights": total,
+            "layers": len(per_layer), "layer_sparsity_min": min(shares), "layer_sparsity_max": max(shares)}
+
+
+def channels(model: nn.Module) -> int:
+    """Output channels summed over the convolutions."""
+    return sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
+
+
+def parameter_count(model: nn.Module) -> int:
+    """Number of parameters."""
+    return sum(p.numel() for p in model.parameters())
 
 
 @COMPRESSIONS.register("none")
-def none(model: nn.Module, dataset: Dataset, params: dict) -> tuple[nn.Module, dict]:
+def none(model: nn.Module, dataset: Dataset, params: dict, fine_tune: FineTune) -> tuple[nn.Module, dict]:
     """No compression: the trained fp32 model as it is."""
     return model, {}
 
 
-def compress(model: nn.Module, dataset: Dataset, params: dict) -> tuple[nn.Module, dict]:
-    """Apply ``params["technique"]``; returns the model and what the technique achieved."""
-    return COMPRESSIONS.get(params["technique"]).function(model, dataset, params)
+def global_magnitude_masks(weights: list[torch.Tensor], target: float, layer_cap: float) -> list[torch.Tensor]:
+    """Masks that zero the ``round(target * total)`` smallest-magnitude weights over all layers,
+    taking at most ``layer_cap`` of any one layer (so that no layer is removed entirely)."""
+    total = sum(w.numel() for w in weights)
+    wanted = round(target * total)
+    orders = [w.detach().abs().flatten().argsort() for w in weights]
+    caps = [int(layer_cap * w.numel()) for w in weights]
+    candidates = torch.cat([w.detach().abs().flatten()[order[:cap]] for w, order, cap in zip(weights, orders, caps)])
+    owners = torch.cat([torch.full((cap,), i) for i, cap in enumerate(caps)])
+    chosen = owners[candidates.argsort()[:wanted]]
+    counts = torch.bincount(chosen, minlength=len(weights))
+    masks = []
+    for weight, order, count in zip(weights, orders, counts.tolist()):
+        mask = torch.ones(weight.numel())
+        mask[order[:count]] = 0
+        masks.append(mask.reshape(weight.shape))
+    return masks
+
+
+@COMPRESSIONS.register(
+    "weight_pruning", **FINE_TUNING,
+    sparsity=Param(float, default=0.5, low=0.01, high=0.99, help="share of conv/linear weights set to zero"),
+    max_layer_sparsity=Param(float, default=0.95, low=0.01, high=0.999,
+                             help="no layer loses more than this share (raised to sparsity if below it)"))
+def weight_pruning(model: nn.Module, dataset: Dataset, params: dict, fine_tune: FineTune) -> tuple[nn.Module, dict]:
+    """Global unstructured L1-magnitude pruning of conv and linear weights; masks kept while fine-tuning."""
+    targets = prunable_weights(model)
+    cap = max(params["max_layer_sparsity"], params["sparsity"])
+    masks = global_magnitude_masks([m.weight for m, _ in targets], params["sparsity"], cap)
+    for (module, name), mask in zip(targets, masks):
+        prune.custom_from_mask(module, name, mask)
+    record = fine_tune(model) if fine_tune else {}
+    for module, name in targets:
+        prune.remove(module, name)
+    return model, {**record, **sparsity(model), "target_sparsity": params["sparsity"]}
+
+
+def _classifiers(model: nn.Module, num_classes: int) -> list[nn.Module]:
+    return [m for m in model.modules() if isinstance(m, nn.Linear) and m.out_features == num_classes]
+
+
+@COMPRESSIONS.register(
+    "channel_pruning", **FINE_TUNING,
+    ratio=Param(float, default=0.25, low=0.01, high=0.9, help="share of channels removed from each layer"))
+def channel_pruning(model: nn.Module, dataset: Dataset, params: dict, fine_tune: FineTune) -> tuple[nn.Module, dict]:
+    """Structured L1-norm channel pruning with torch-pruning's dependency graph (residual and
+    depthwise layers stay consistent); the model becomes physically smaller."""
+    import torch_pruning as tp
+
+    before = {"channels_before": channels(model), "parameters_before": parameter_count(model)}
+    example = torch.zeros(1, *dataset.image_shape)
+    pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.MagnitudeImportance(p=1),
+                                  pruning_ratio=params["ratio"],
+                                  ignored_layers=_classifiers(model, dataset.num_classes))
+    pruner.step()
+    record = fine_tune(model) if fine_tune else {}
+    return model, {**record, **before, "channels_after": channels(model),
+                   "parameters_after": parameter_count(model)}
+
+
+@COMPRESSIONS.register("fp16")
+def fp16(model: nn.Module, dataset: Dataset, params: dict, fine_tune: FineTune) -> tuple[nn.Module, dict]:
+    """Weights and activations in float16: the compiler lowers the deployed module to half precision;
+    it is checked against the fp32 PyTorch model within 5% of the largest logit."""
+    return model, {"precision": "float16", "tolerance": 5e-2}
+
+
+def compress(model: nn.Module, dataset: Dataset, params: dict, model_params: dict, checkpoint: str,
+             cache: ArtifactCache) -> tuple[nn.Module, dict]:
+    """Apply ``params["technique"]`` to a copy of ``model`` (cached by checkpoint and parameters);
+    returns the compressed model in eval mode and what the technique achieved."""
+    technique = COMPRESSIONS.get(params["technique"]).function
+    recipe = {**model_params, "epochs": params.get("finetune_epochs", 0),
+              "learning_rate": params.get("finetune_learning_rate", 0.0)}
+
+    def fine_tune(target: nn.Module) -> dict:
+        return {f"finetune_{k}": v for k, v in train(target, dataset, recipe).items()}
+
+    def create(directory: Path) -> dict:
+        compressed, record = technique(copy.deepcopy(model), dataset, params, fine_tune)
+        torch.save(compressed.state_dict(), directory / "compressed.pt")
+        return {"record": record}
+
+    directory, hit = cache.get_or_create("compress", {"checkpoint": checkpoint, "compression": params}, create)
+    compressed, _ = technique(copy.deepcopy(model), dataset, params, None)
+    compressed.load_state_dict(torch.load(directory / "compressed.pt", weights_only=True, map_location="cpu"))
+    record = cache.metadata(directory)["record"]
+    return compressed.eval(), {**record, "hit": hit, "compressed": directory.name}

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import pickle
 import time
 from pathlib import Path
 
@@ -12,11 +14,13 @@ import torch.nn as nn
 import torchvision
 
 from dlas_dse.cache import ArtifactCache
-from dlas_dse.registry import MODELS
+from dlas_dse.registry import MODELS, PreflightError
 from dlas_dse.stack.datasets import Dataset
 
 SMALL_INPUT = 64
 """Inputs up to this side get the CIFAR-style stem (no early downsampling)."""
+PRETRAINED = "torchvision"
+"""model.weights value for torchvision's pretrained ImageNet weights."""
 
 
 @MODELS.register("resnet18")
@@ -29,12 +33,60 @@ def resnet18(num_classes: int, image_size: int) -> nn.Module:
     return model
 
 
+@MODELS.register("resnet50")
+def resnet50(num_classes: int, image_size: int) -> nn.Module:
+    """ResNet-50 (bottleneck blocks); CIFAR stem for small inputs, as ResNet-18."""
+    model = torchvision.models.resnet50(num_classes=num_classes)
+    if image_size <= SMALL_INPUT:
+        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.maxpool = nn.Identity()
+    return model
+
+
 @MODELS.register("mobilenet_v2")
 def mobilenet_v2(num_classes: int, image_size: int) -> nn.Module:
     """MobileNetV2; for small inputs the stem convolution has stride 1."""
     model = torchvision.models.mobilenet_v2(num_classes=num_classes)
     if image_size <= SMALL_INPUT:
         model.features[0][0].stride = (1, 1)
+    return model
+
+
+@MODELS.register("vgg16_bn")
+def vgg16_bn(num_classes: int, image_size: int) -> nn.Module:
+    """VGG-16 with BatchNorm; for small inputs global pooling and one linear classifier (CIFAR VGG)."""
+    model = torchvision.models.vgg16_bn(num_classes=num_classes)
+    if image_size <= SMALL_INPUT:
+        model.avgpool = nn.AdaptiveAvgPool2d(1)
+        model.classifier = nn.Linear(512, num_classes)
+    return model
+
+
+@MODELS.register("densenet121")
+def densenet121(num_classes: int, image_size: int) -> nn.Module:
+    """DenseNet-121; for small inputs a 3x3 stride-1 stem and no max-pool."""
+    model = torchvision.models.densenet121(num_classes=num_classes)
+    if image_size <= SMALL_INPUT:
+        model.features.conv0 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
+        model.features.pool0 = nn.Identity()
+    return model
+
+
+@MODELS.register("efficientnet_b0")
+def efficientnet_b0(num_classes: int, image_size: int) -> nn.Module:
+    """EfficientNet-B0; for small inputs the stem convolution has stride 1."""
+    model = torchvision.models.efficientnet_b0(num_classes=num_classes)
+    if image_size <= SMALL_INPUT:
+        model.features[0][0].stride = (1, 1)
+    return model
+
+
+@MODELS.register("mnasnet1_0")
+def mnasnet1_0(num_classes: int, image_size: int) -> nn.Module:
+    """MnasNet 1.0; for small inputs the stem convolution has stride 1."""
+    model = torchvision.models.mnasnet1_0(num_classes=num_classes)
+    if image_size <= SMALL_INPUT:
+        model.layers[0].stride = (1, 1)
     return model
 
 
@@ -53,7 +105,10 @@ def training_device() -> torch.device:
 
 
 def train(model: nn.Module, dataset: Dataset, params: dict) -> dict:
-    """SGD with momentum, cosine learning-rate decay; returns the final epoch's loss and accuracy."""
+    """SGD with momentum, one-cycle learning rate; returns the final epoch's loss and accuracy."""
+    if params["epochs"] and not len(dataset.train_y):
+        raise ValueError(f"dataset {dataset.name} has no training split: set model.weights (a checkpoint, "
+                         f"or '{PRETRAINED}') to evaluate pretrained models")
     device = training_device()
     model.to(device).train()
     generator = torch.Generator().manual_seed(params["seed"])
@@ -112,6 +167,11 @@ def trained_model(params: dict, dataset: Dataset, dataset_params: dict,
     Returns the model in eval mode on the CPU and a record with the checkpoint key, cache hit,
     training time and final training statistics.
     """
+    source = weights_source(params, dataset_params)
+    if source:
+        model = build_model(params, dataset)
+        load_weights(model, source, params, dataset)
+        return model.eval(), {"checkpoint": f"weights-{_digest(source)}", "hit": True, "weights": source}
     inputs = {"dataset": dataset_params, "model": params, "torch": torch.__version__}
 
     def create(directory: Path) -> dict:
@@ -128,6 +188,52 @@ def trained_model(params: dict, dataset: Dataset, dataset_params: dict,
     metadata = json.loads((directory / "meta.json").read_text())
     return model.eval(), {"checkpoint": directory.name, "hit": hit, **{
         k: metadata.get(k) for k in ("train_seconds", "train_loss", "train_accuracy")}}
+
+
+def weights_source(params: dict, dataset_params: dict) -> str:
+    """The user's checkpoint for this model ('' to train): model.weights with {architecture} and
+    {dataset} replaced."""
+    try:
+        return params.get("weights", "").format(architecture=params["architecture"], dataset=dataset_params["name"])
+    except (KeyError, IndexError, ValueError) as error:
+        raise PreflightError(f"model.weights {params['weights']!r}: only {{architecture}} and {{dataset}} "
+                             f"may be replaced ({error})") from None
+
+
+def check_weights(layers: dict) -> None:
+    """Preflight of model.weights: a named checkpoint file must exist."""
+    source = weights_source(layers["model"], layers["dataset"])
+    if source and source != PRETRAINED and not Path(source).is_file():
+        raise PreflightError(f"model.weights: checkpoint {source} (for {layers['model']['architecture']}) "
+                             "does not exist; give a state_dict saved with torch.save, or remove model.weights "
+                             "to train the model")
+
+
+MODELS.preflight = check_weights
+
+
+def _digest(source: str) -> str:
+    if source == PRETRAINED:
+        return PRETRAINED
+    return hashlib.sha256(Path(source).read_bytes()).hexdigest()[:24]
+
+
+def load_weights(model: nn.Module, source: str, params: dict, dataset: Dataset) -> None:
+    """Load a checkpoint (a state_dict, loaded with weights_only=True) or torchvision's pretrained
+    weights into ``model``; a checkpoint that does not fit says why."""
+    architecture = params["architecture"]
+    try:
+        if source == PRETRAINED:
+            state = torchvision.models.get_model_weights(architecture).DEFAULT.get_state_dict(progress=False)
+        else:
+            state = torch.load(source, weights_only=True, map_location="cpu")
+            state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state
+        model.load_state_dict(state)
+    except (RuntimeError, OSError, ValueError, KeyError, pickle.UnpicklingError) as error:
+        first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise PreflightError(
+            f"weights {source} do not fit {architecture} for {dataset.name} ({dataset.num_classes} classes, "
+            f"{dataset.image_shape[-1]}x{dataset.image_shape[-1]} input): {first_line}") from None
 
 
 def count_parameters(model: nn.Module) -> int:
