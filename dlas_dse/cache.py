@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import inspect
 import json
 import os
 import shutil
@@ -20,6 +21,15 @@ from typing import Any, Callable, Iterator
 COMPLETE_MARKER = "meta.json"
 FORMAT_VERSION = 4
 """Part of every key: bump it when what an artifact directory holds changes."""
+
+
+def code_fingerprint(*modules: Any) -> str:
+    """A digest of the source code of ``modules``: part of an artifact's key, so that changing the
+    code that produces an artifact never serves a stale one."""
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(inspect.getsource(module).encode())
+    return digest.hexdigest()[:16]
 
 
 def content_key(inputs: Any) -> str:

@@ -28,7 +28,7 @@ import tvm
 
 from dlas_dse.cache import ArtifactCache
 from dlas_dse.space import Config, nest
-from dlas_dse.stack.compiler import BuildRequest, Executable, compile_model
+from dlas_dse.stack.compiler import BuildRequest, Executable, compile_model, reference_model
 from dlas_dse.stack.compression import compress
 from dlas_dse.stack.datasets import Dataset, load_dataset
 from dlas_dse.stack.hardware import create_device
@@ -125,6 +125,8 @@ def execute(config: Config, settings: dict, cache_dir: str,
                                       training["checkpoint"], cache)
     device = create_device(layers["hardware"])
     device.configure_runtime()
+    precision = compression.get("precision", "float32")
+    reference = reference_model(model, precision, compression.get("calibration"))
     evaluation, verification = settings["evaluation"], dict(settings["verification"])
     verification["tolerance"] = max(verification["tolerance"], compression.get("tolerance", 0.0))
 
@@ -132,13 +134,13 @@ def execute(config: Config, settings: dict, cache_dir: str,
         return compile_model(BuildRequest(
             model, {"compressed": compression["compressed"]},
             dataset.image_shape, batch_size, layers["algorithm"], layers["software"], device,
-            compression.get("precision", "float32")), cache)
+            precision, compression.get("calibration")), cache)
 
     with stage("compile"):
         latency_executable, latency_build = build(1)
         eval_executable, eval_build = build(evaluation["batch_size"])
     with stage("verify"):
-        check = check_against_pytorch(latency_executable, model, dataset.val_x[:verification["samples"]],
+        check = check_against_pytorch(latency_executable, reference, dataset.val_x[:verification["samples"]],
                                       verification["tolerance"])
     with stage("measure"):
         sample = dataset.val_x[:1]
@@ -148,7 +150,7 @@ def execute(config: Config, settings: dict, cache_dir: str,
         accuracy, accuracy_hit = cache.get_or_compute_json(
             "accuracy", {"build": eval_build["build_key"], "dataset": layers["dataset"],
                          "max_samples": evaluation["max_samples"]},
-            lambda: evaluate_accuracy(eval_executable, model, images, labels, verification["tolerance"]))
+            lambda: evaluate_accuracy(eval_executable, reference, images, labels, verification["tolerance"]))
 
     macs = latency_build["macs"]
     attributes = {

@@ -8,6 +8,7 @@ device's target and caches the shared library by a hash of everything upstream.
 from __future__ import annotations
 
 import json
+import sys
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -19,13 +20,13 @@ import torch.nn as nn
 import tvm
 from torch.fx.experimental.optimization import fuse
 from tvm import relax
-from tvm.relax.expr_functor import PyExprMutator, mutator
 from tvm.relax.frontend.torch import from_exported_program
 
-from dlas_dse.cache import ArtifactCache
+from dlas_dse.cache import ArtifactCache, code_fingerprint
 from dlas_dse.registry import COMPILERS, Param
 from dlas_dse.stack.algorithms import apply_algorithm
 from dlas_dse.stack.hardware import Device
+from dlas_dse.stack.precision import PRECISIONS
 
 
 class Executable(ABC):
@@ -55,6 +56,7 @@ class BuildRequest:
     software: dict
     device: Device
     precision: str = "float32"
+    calibration: dict | None = None
 
 
 class TVMExecutable(Executable):
@@ -136,50 +138,27 @@ def count_macs(mod: tvm.IRModule) -> int:
     return total
 
 
-@mutator
-class _ClipAsMinMax(PyExprMutator):
-    """``clip(x, a, b)`` (float64 scalar bounds) → ``minimum(maximum(x, a), b)`` in x's dtype."""
-
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
-        if isinstance(call.op, tvm.ir.Op) and call.op.name == "relax.clip":
-            data, low, high = call.args
-            dtype = data.ty.dtype
-            return relax.op.minimum(relax.op.maximum(data, relax.const(float(low.value), dtype)),
-                                    relax.const(float(high.value), dtype))
-        return call
-
-
-def to_float16(mod: tvm.IRModule) -> tvm.IRModule:
-    """Weights and activations in float16 (input and output stay float32 at the boundary)."""
-    rewriter = _ClipAsMinMax(mod)
-    for name, function in list(mod.functions.items()):
-        if isinstance(function, relax.Function):
-            mod[name] = rewriter.visit_expr(function)
-    mod = relax.transform.ToMixedPrecision(out_dtype="float16")(mod)
-    return relax.transform.FoldConstant()(mod)
-
-
-PRECISIONS = {"float32": lambda mod: mod, "float16": to_float16}
-"""How the compiler lowers a model to the precision its compression asks for."""
-
-
 @COMPILERS.register("tvm", tuning=Param(str, default="untuned", choices=("untuned",),
                                         help="untuned: TVM's default lowering, no auto-scheduling"))
 def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executable, dict]:
     """Apache TVM (Relax): torch.export import, layer-4 rewrite, build for the device's target."""
     inputs = {"model": request.model_key, "batch_size": request.batch_size, "precision": request.precision,
               "algorithm": request.algorithm, "software": request.software,
-              "target": request.device.target, "tvm": tvm.__version__}
+              "target": request.device.target, "tvm": tvm.__version__,
+              "code": code_fingerprint(sys.modules[__name__], sys.modules[PRECISIONS["int8"].lower.__module__],
+                                       sys.modules[apply_algorithm.__module__])}
 
     def create(directory: Path) -> dict:
-        mod = PRECISIONS[request.precision](to_relax(request.model, (request.batch_size, *request.image_shape)))
-        profile = {"deployed_bytes": deployed_bytes(mod), "macs": count_macs(mod) // request.batch_size,
+        folded = fold_batchnorm(request.model)
+        mod = to_relax(folded, (request.batch_size, *request.image_shape))
+        profile = {"macs": count_macs(mod) // request.batch_size,
                    "input_dtype": str(next(request.model.parameters()).dtype).replace("torch.", "")}
+        mod, precision_record = PRECISIONS[request.precision].lower(mod, folded, request.calibration or {})
+        profile["deployed_bytes"] = deployed_bytes(mod)
         mod, algorithm_record = apply_algorithm(mod, request.algorithm)
         executable = tvm.compile(mod, request.device.tvm_target())
         executable.export_library(str(directory / "model.so"))
-        return {**profile, **algorithm_record}
+        return {**profile, **precision_record, **algorithm_record}
 
     started = time.perf_counter()
     directory, hit = cache.get_or_create("build", inputs, create)
@@ -188,8 +167,14 @@ def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executabl
                                metadata["input_dtype"])
     record = {"hit": hit, "build_key": directory.name, "seconds": time.perf_counter() - started,
               "deployed_bytes": metadata["deployed_bytes"], "macs": metadata["macs"],
-              "convolutions_by_algorithm": metadata["convolutions_by_algorithm"]}
+              "convolutions_by_algorithm": metadata["convolutions_by_algorithm"],
+              **{k: metadata[k] for k in ("int8_layers", "float_layers") if k in metadata}}
     return executable, record
+
+
+def reference_model(model: nn.Module, precision: str, calibration: dict | None) -> nn.Module:
+    """The PyTorch model a compiled artifact of ``model`` at ``precision`` must reproduce."""
+    return PRECISIONS[precision].reference(fold_batchnorm(model), calibration or {}).eval()
 
 
 def compile_model(request: BuildRequest, cache: ArtifactCache) -> tuple[Executable, dict]:

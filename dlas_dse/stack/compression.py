@@ -8,6 +8,7 @@ technique again without fine-tuning (``fine_tune=None``) and loading the cached 
 from __future__ import annotations
 
 import copy
+import sys
 from pathlib import Path
 from typing import Callable
 
@@ -15,7 +16,7 @@ import torch
 import torch.nn as nn
 import torch.nn.utils.prune as prune
 
-from dlas_dse.cache import ArtifactCache
+from dlas_dse.cache import ArtifactCache, code_fingerprint
 from dlas_dse.registry import COMPRESSIONS, Param
 from dlas_dse.stack.datasets import Dataset
 from dlas_dse.stack.models import train
@@ -126,6 +127,40 @@ def fp16(model: nn.Module, dataset: Dataset, params: dict, fine_tune: FineTune) 
     return model, {"precision": "float16", "tolerance": 5e-2}
 
 
+def calibrate_input_scales(model: nn.Module, images: torch.Tensor, batch_size: int = 64) -> dict[str, float]:
+    """Per-tensor symmetric int8 scale (max |input| / 127) of every conv and linear layer's input."""
+    peaks: dict[str, float] = {}
+    hooks = []
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            def record(_module, inputs, _output, name=name):
+                peaks[name] = max(peaks.get(name, 0.0), float(inputs[0].detach().abs().max()))
+            hooks.append(module.register_forward_hook(record))
+    model.eval()
+    with torch.no_grad():
+        for start in range(0, len(images), batch_size):
+            model(images[start:start + batch_size])
+    for hook in hooks:
+        hook.remove()
+    return {name: max(peak, 1e-8) / 127 for name, peak in peaks.items()}
+
+
+@COMPRESSIONS.register(
+    "int8", calibration_images=Param(int, default=512, low=1, high=100000,
+                                     help="training images whose activation ranges set the input scales"))
+def int8(model: nn.Module, dataset: Dataset, params: dict, fine_tune: FineTune) -> tuple[nn.Module, dict]:
+    """Post-training int8 quantisation: per-channel symmetric weights, per-tensor activations
+    calibrated on training images; the deployed module computes int8 x int8 with int32 accumulation."""
+    source = dataset.train_x if len(dataset.train_y) else dataset.val_x
+    images = torch.from_numpy(source[:params["calibration_images"]])
+    # The compiled module is checked against an int8 PyTorch reference of the same arithmetic. Most
+    # images match it bit for bit; where float rounding differs (e.g. the summation order of a
+    # pooling), an input lands on the other side of a rounding boundary and the flip propagates
+    # through later layers: hence 5% of the largest logit. A wrong kernel is off by ~100%.
+    return model, {"precision": "int8", "calibration": calibrate_input_scales(model, images),
+                   "calibration_split": "train" if len(dataset.train_y) else "validation", "tolerance": 5e-2}
+
+
 def compress(model: nn.Module, dataset: Dataset, params: dict, model_params: dict, checkpoint: str,
              cache: ArtifactCache) -> tuple[nn.Module, dict]:
     """Apply ``params["technique"]`` to a copy of ``model`` (cached by checkpoint and parameters);
@@ -142,7 +177,9 @@ def compress(model: nn.Module, dataset: Dataset, params: dict, model_params: dic
         torch.save(compressed.state_dict(), directory / "compressed.pt")
         return {"record": record}
 
-    directory, hit = cache.get_or_create("compress", {"checkpoint": checkpoint, "compression": params}, create)
+    inputs = {"checkpoint": checkpoint, "compression": params,
+              "code": code_fingerprint(sys.modules[__name__], sys.modules[train.__module__])}
+    directory, hit = cache.get_or_create("compress", inputs, create)
     compressed, _ = technique(copy.deepcopy(model), dataset, params, None)
     compressed.load_state_dict(torch.load(directory / "compressed.pt", weights_only=True, map_location="cpu"))
     record = cache.metadata(directory)["record"]

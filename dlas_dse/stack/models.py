@@ -6,6 +6,7 @@ import hashlib
 import json
 import os
 import pickle
+import sys
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 import torch.nn as nn
 import torchvision
 
-from dlas_dse.cache import ArtifactCache
+from dlas_dse.cache import ArtifactCache, code_fingerprint
 from dlas_dse.registry import MODELS, PreflightError
 from dlas_dse.stack.datasets import Dataset
 
@@ -172,7 +173,8 @@ def trained_model(params: dict, dataset: Dataset, dataset_params: dict,
         model = build_model(params, dataset)
         load_weights(model, source, params, dataset)
         return model.eval(), {"checkpoint": f"weights-{_digest(source)}", "hit": True, "weights": source}
-    inputs = {"dataset": dataset_params, "model": params, "torch": torch.__version__}
+    inputs = {"dataset": dataset_params, "model": params, "torch": torch.__version__,
+              "code": code_fingerprint(sys.modules[__name__], sys.modules[Dataset.__module__])}
 
     def create(directory: Path) -> dict:
         model = build_model(params, dataset)

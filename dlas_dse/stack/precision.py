@@ -1,0 +1,178 @@
+"""Deployed number formats: lower a float32 Relax module to float16 or int8.
+
+``int8`` replaces every convolution and linear layer with constant weights by an integer one:
+the input is quantised per tensor (scale calibrated on training images), the weights per output
+channel (symmetric), the product is accumulated in int32, then rescaled to float32.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+INT8_MAX = 127
+
+
+def _rewrite(mod: tvm.IRModule, rewriter: PyExprMutator) -> tvm.IRModule:
+    for name, function in list(mod.functions.items()):
+        if isinstance(function, relax.Function):
+            mod[name] = rewriter.visit_expr(function)
+    return mod
+
+
+def _is_op(expr: relax.Expr, name: str) -> bool:
+    return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == name
+
+
+@mutator
+class _ClipAsMinMax(PyExprMutator):
+    """``clip(x, a, b)`` (float64 scalar bounds) → ``minimum(maximum(x, a), b)`` in x's dtype."""
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if _is_op(call, "relax.clip"):
+            data, low, high = call.args
+            dtype = data.ty.dtype
+            return relax.op.minimum(relax.op.maximum(data, relax.const(float(low.value), dtype)),
+                                    relax.const(float(high.value), dtype))
+        return call
+
+
+def to_float16(mod: tvm.IRModule, model: nn.Module, calibration: dict) -> tuple[tvm.IRModule, dict]:
+    """Weights and activations in float16 (input and output stay float32 at the boundary)."""
+    mod = relax.transform.ToMixedPrecision(out_dtype="float16")(_rewrite(mod, _ClipAsMinMax(mod)))
+    return relax.transform.FoldConstant()(mod), {}
+
+
+def _weight_names(model: nn.Module) -> dict[bytes, str]:
+    """Module name of every conv/linear layer, keyed by its float32 weight bytes (both layouts for
+    linear layers, whose weight Relax stores transposed)."""
+    names = {}
+    for name, module in model.named_modules():
+        if isinstance(module, (nn.Conv2d, nn.Linear)):
+            weight = module.weight.detach().float().numpy()
+            names[weight.tobytes()] = name
+            if weight.ndim == 2:
+                names[np.ascontiguousarray(weight.T).tobytes()] = name
+    return names
+
+
+@mutator
+class _QuantizeToInt8(PyExprMutator):
+    """Rewrite conv2d / matmul with a constant weight into int8 x int8 → int32 plus a rescale."""
+
+    def __init__(self, mod: tvm.IRModule, weight_names: dict[bytes, str], input_scales: dict[str, float]):
+        super().__init__(mod)
+        self.weight_names, self.input_scales = weight_names, input_scales
+        self.quantized: list[str] = []
+        self.kept_float: list[str] = []
+
+    def _constant_weight(self, expr: relax.Expr) -> np.ndarray | None:
+        if isinstance(expr, relax.Var):
+            expr = self.lookup_binding(expr)
+        if isinstance(expr, tvm.ir.expr.GenericConst):
+            return expr.value.numpy()
+        if _is_op(expr, "relax.permute_dims") and isinstance(expr.args[0], tvm.ir.expr.GenericConst):
+            return np.ascontiguousarray(expr.args[0].value.numpy().T)
+        return None
+
+    def _quantize_input(self, data: relax.Expr, scale: float) -> relax.Expr:
+        scaled = relax.op.round(relax.op.divide(data, relax.const(scale, "float32")))
+        clipped = relax.op.clip(scaled, -INT8_MAX - 1, INT8_MAX)
+        return relax.op.astype(clipped, "int8")
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        is_conv, is_matmul = _is_op(call, "relax.nn.conv2d"), _is_op(call, "relax.matmul")
+        if not (is_conv or is_matmul):
+            return call
+        weight = self._constant_weight(call.args[1])
+        name = self.weight_names.get(weight.tobytes()) if weight is not None else None
+        if name is None or name not in self.input_scales:
+            self.kept_float.append(name or "?")
+            return call
+        channel_axis = 0 if is_conv else 1  # OIHW for conv, (in, out) for the transposed linear
+        reduce_axes = tuple(a for a in range(weight.ndim) if a != channel_axis)
+        weight_scale = np.maximum(np.abs(weight).max(axis=reduce_axes, keepdims=True), 1e-12) / INT8_MAX
+        quantized = np.clip(np.round(weight / weight_scale), -INT8_MAX, INT8_MAX).astype(np.int8)
+        data = self._quantize_input(call.args[0], self.input_scales[name])
+        if is_conv:
+            attrs = call.attrs
+            product = relax.op.nn.conv2d(data, relax.const(quantized), attrs.strides, attrs.padding,
+                                         attrs.dilation, attrs.groups, attrs.data_layout,
+                                         attrs.kernel_layout, attrs.out_layout, out_dtype="int32")
+            rescale = (self.input_scales[name] * weight_scale).reshape(1, -1, 1, 1)
+        else:
+            product = relax.op.matmul(data, relax.const(quantized), out_dtype="int32")
+            rescale = (self.input_scales[name] * weight_scale).reshape(1, -1)
+        self.quantized.append(name)
+        return relax.op.multiply(relax.op.astype(product, "float32"),
+                                 relax.const(rescale.astype(np.float32)))
+
+
+def to_int8(mod: tvm.IRModule, model: nn.Module, calibration: dict) -> tuple[tvm.IRModule, dict]:
+    """int8 convolutions and linear layers with int32 accumulation, from calibrated input scales
+    (``calibration`` maps layer names of the BatchNorm-folded ``model`` to input scales)."""
+    rewriter = _QuantizeToInt8(mod, _weight_names(model), calibration)
+    mod = relax.transform.FoldConstant()(_rewrite(mod, rewriter))
+    return mod, {"int8_layers": len(rewriter.quantized), "float_layers": len(rewriter.kept_float)}
+
+
+class Int8Reference(nn.Module):
+    """PyTorch reference of one int8 layer, step for step as the compiled module computes it:
+    float32 quantisation of the input, exact integer products (float64), float32 rescale and bias."""
+
+    def __init__(self, layer: nn.Module, input_scale: float):
+        super().__init__()
+        self.layer = layer
+        self.input_scale = torch.tensor(input_scale, dtype=torch.float32)
+        weight = layer.weight.detach().double()
+        axes = tuple(range(1, weight.ndim))
+        weight_scale = weight.abs().amax(dim=axes, keepdim=True).clamp_min(1e-12) / INT8_MAX
+        self.quantized = torch.clamp(torch.round(weight / weight_scale), -INT8_MAX, INT8_MAX)
+        self.rescale = (input_scale * weight_scale.flatten()).float()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        q = torch.clamp(torch.round(x.float() / self.input_scale), -INT8_MAX - 1, INT8_MAX).double()
+        if isinstance(self.layer, nn.Conv2d):
+            products = F.conv2d(q, self.quantized, None, self.layer.stride, self.layer.padding,
+                                self.layer.dilation, self.layer.groups)
+            shape = (1, -1, 1, 1)
+        else:
+            products, shape = q @ self.quantized.T, (1, -1)
+        out = products.float() * self.rescale.reshape(shape)
+        return out if self.layer.bias is None else out + self.layer.bias.detach().reshape(shape)
+
+
+def int8_reference(model: nn.Module, calibration: dict) -> nn.Module:
+    """The BatchNorm-folded ``model`` with every calibrated layer replaced by :class:`Int8Reference`."""
+    for name, scale in calibration.items():
+        parent_name, _, child = name.rpartition(".")
+        parent = model.get_submodule(parent_name) if parent_name else model
+        setattr(parent, child, Int8Reference(getattr(parent, child), scale))
+    return model
+
+
+@dataclass(frozen=True)
+class Precision:
+    """A deployed number format: how to lower a Relax module to it, and the PyTorch model
+    (given the BatchNorm-folded model and the calibration) the compiled module must match."""
+
+    lower: Callable[[tvm.IRModule, nn.Module, dict], tuple[tvm.IRModule, dict]]
+    reference: Callable[[nn.Module, dict], nn.Module] = lambda model, calibration: model
+
+
+PRECISIONS = {
+    "float32": Precision(lambda mod, model, calibration: (mod, {})),
+    "float16": Precision(to_float16),
+    "int8": Precision(to_int8, int8_reference),
+}
+"""How the compiler lowers a model to the number format its compression asks for."""
