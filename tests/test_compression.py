@@ -18,6 +18,7 @@ TECHNIQUES = {
     "weight_pruning": {"compression.sparsity": 0.7, "compression.max_layer_sparsity": 0.95, **FINE_TUNE},
     "channel_pruning": {"compression.ratio": 0.5, **FINE_TUNE},
     "fp16": {},
+    "int8": {"compression.calibration_images": 256},
 }
 
 
@@ -67,6 +68,11 @@ def test_mobilenet_v2_compressed_compiles_matches_and_keeps_its_promise(techniqu
     elif technique == "fp16":
         assert record["precision"] == "float16"
         assert abs(values["size_bytes"] - dense_bytes / 2) < 1024  # 2 bytes per weight
+        assert values["accuracy"] == pytest.approx(dense["values"]["accuracy"], abs=0.07)
+    elif technique == "int8":
+        assert record["precision"] == "int8" and attrs["build"]["int8_layers"] == 53
+        assert attrs["build"]["float_layers"] == 0
+        assert dense_bytes / 4 < values["size_bytes"] < dense_bytes / 3  # 1 byte per weight + scales
         assert values["accuracy"] == pytest.approx(dense["values"]["accuracy"], abs=0.07)
 
 

@@ -29,6 +29,17 @@ SPACE_CASES = {
                      "hardware.threads", ["999 is above the maximum"]),
     "unknown model": (GOOD_SPACE.replace("mobilenet_v2]", "resnet19]"),
                       "model.architecture", ["unknown model architecture 'resnet19'", "supported: resnet18, resnet50, mobilenet_v2, vgg16_bn, densenet121, efficientnet_b0, mnasnet1_0"]),
+    "sparsity of 1": (GOOD_SPACE.replace("epochs: 1", "epochs: 1\ncompression:\n  technique: weight_pruning\n  sparsity: 1.0"),
+                      "compression.sparsity", ["1.0 is above the maximum 0.99"]),
+    "ratio removing every channel": (
+        GOOD_SPACE.replace("epochs: 1", "epochs: 1\ncompression:\n  technique: channel_pruning\n  ratio: 1.0"),
+        "compression.ratio", ["1.0 is above the maximum 0.9"]),
+    "parameter of a technique never selected": (
+        GOOD_SPACE.replace("epochs: 1", "epochs: 1\ncompression:\n  technique: none\n  sparsity: 0.5"),
+        "compression.sparsity", ["applies only to technique weight_pruning, which this space never selects"]),
+    "unknown technique": (GOOD_SPACE.replace("epochs: 1", "epochs: 1\ncompression:\n  technique: pruning"),
+                          "compression.technique", ["unknown compression technique 'pruning'",
+                                                    "none, weight_pruning, channel_pruning, fp16, int8"]),
     "unknown device": (GOOD_SPACE.replace("device: host-cpu", "device: tpu"),
                        "hardware.device", ["unknown hardware device 'tpu'", "supported: host-cpu"]),
     "range of strings": (GOOD_SPACE.replace("architecture: {choices: [resnet18, mobilenet_v2]}",
