@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from dlas_dse.stack.datasets import (CIFAR10_FOLDER, CIFAR10_TRAIN_FILES, DatasetError, check_cifar10,
-                                     load_dataset, read_cifar10_batch)
+                                     check_imagenet, load_dataset, read_cifar10_batch)
 
 
 def _write_cifar_batch(path, count: int, seed: int) -> tuple[np.ndarray, list[int]]:
@@ -81,6 +81,14 @@ def test_imagenet_centre_crops_and_normalises(imagenet_dir):
     assert sorted(np.bincount(dataset.val_y)) == [2, 2, 2]  # stratified subset
     assert len(dataset.train_y) == 0
     assert -3 < dataset.val_x.mean() < 3 and dataset.val_x.std() > 0.5  # normalised, not raw pixels
+
+
+def test_imagenet_needs_weights_not_training(imagenet_dir):
+    layers = {"dataset": {"name": "imagenet", "image_size": 224, "val_samples": 6, "split_seed": 0},
+              "model": {"architecture": "resnet18", "epochs": 2, "weights": ""}}
+    with pytest.raises(DatasetError, match="set model.weights"):
+        check_imagenet(layers)
+    check_imagenet({**layers, "model": {"architecture": "resnet18", "epochs": 0, "weights": "torchvision"}})
 
 
 def test_imagenet_missing_says_where(tmp_path, monkeypatch):

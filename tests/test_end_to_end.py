@@ -62,3 +62,18 @@ def test_rerun_of_a_finished_study_runs_nothing(project):
     assert project.run("optimize", "--study", name, "--no-progress").returncode == 0
     again = project.run("optimize", "--study", name, "--no-progress")
     assert again.returncode == 0 and "nothing to run" in again.stdout
+
+
+def test_weights_flag_evaluates_a_checkpoint_instead_of_training(project, monkeypatch):
+    dataset = load_dataset({"name": "digits", "image_size": 32, "val_fraction": 0.2, "split_seed": 0})
+    checkpoint = project.root / "mine.pt"
+    torch.save(build_model({"architecture": "mobilenet_v2", "seed": 5}, dataset).state_dict(), checkpoint)
+    name = project.tiny(name="w", n_trials=1, threads="1")
+    result = project.run("optimize", "--study", name, "--no-progress", "--weights", str(checkpoint))
+    assert result.returncode == 0, result.stderr
+    monkeypatch.chdir(project.root)
+    (trial,) = optuna.load_study(study_name=name, storage=open_storage(load_study(name).storage)).get_trials()
+    assert trial.user_attrs["training"]["weights"] == str(checkpoint)
+    assert trial.user_attrs["config"]["model.weights"] == str(checkpoint)
+    missing = project.run("optimize", "--study", name, "--weights", str(project.root / "nope.pt"))
+    assert missing.returncode == 2 and "nope.pt (for mobilenet_v2) does not exist" in missing.stderr

@@ -187,7 +187,13 @@ def _imagenet_images(params: dict):
 
 
 def check_imagenet(layers: dict) -> None:
-    """Preflight: the folder has classes with images, and one image decodes."""
+    """Preflight: models come with weights (there is no training split), the folder has classes
+    with images, and one image decodes."""
+    model = layers.get("model", {})
+    if model.get("epochs") and not model.get("weights"):
+        raise DatasetError("imagenet provides only validation images, so models cannot be trained on it: "
+                           "set model.weights (a checkpoint per {architecture}, or 'torchvision' for "
+                           "pretrained weights, or --weights) and model.epochs: 0")
     images = _imagenet_images(layers["dataset"])
     try:
         images[0]
