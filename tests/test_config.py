@@ -143,3 +143,17 @@ def test_cli_exits_2_before_writing_storage(project, monkeypatch, capsys):
     error = capsys.readouterr().err
     assert "bad.yaml: model.epochs: -3 is below the minimum 0" in error
     assert not (project.root / "results").exists()
+
+
+def test_every_shipped_study_and_space_validates():
+    from dlas_dse.config import available, project_root
+
+    root = project_root()
+    studies = [name for name, _ in available("studies")]
+    assert "quickstart" in studies
+    for name in studies:
+        study = load_study(str(root / "studies" / f"{name}.yaml"))
+        assert study.space.has_valid_configuration()
+    for name, description in available("search_spaces"):
+        assert description, f"search_spaces/{name}.yaml needs a one-line description"
+        load_space(str(root / "search_spaces" / f"{name}.yaml"))
