@@ -65,11 +65,15 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _optimize(args: argparse.Namespace) -> int:
-    from dlas_dse.config import load_study
+    from dlas_dse.config import check_grid, check_storage_url, load_study
     from dlas_dse.report import describe_study
     from dlas_dse.study import run_study
 
     config = load_study(args.study)
+    if args.sampler == "grid":
+        check_grid(config.space, "command line", "--sampler grid")
+    if args.storage:
+        check_storage_url(args.storage, "command line", "--storage")
     if args.weights:
         config.space = config.space.with_fixed("model.weights", args.weights)
     print(f"study {config.name}: space {config.space.name}, sampler {args.sampler or config.sampler}, "

@@ -350,6 +350,21 @@ def _check(file: Path, field_name: str, value: Any, spec: Param) -> Any:
     return value
 
 
+def check_grid(space: SearchSpace, file: str | os.PathLike, field_name: str) -> None:
+    """A grid needs every parameter enumerable (choices, fixed, int ranges, float ranges with a step)."""
+    try:
+        next(iter(space.grid()))
+    except ValueError as error:
+        raise ConfigError(file, field_name, f"grid needs an enumerable space: {error}") from None
+
+
+def check_storage_url(url: Any, file: str | os.PathLike, field_name: str) -> None:
+    """A storage must be an SQLAlchemy URL."""
+    if not isinstance(url, str) or "://" not in url:
+        raise ConfigError(file, field_name, f"expected an SQLAlchemy URL like sqlite:///results/study.db "
+                          f"or postgresql://user@host/db, got {url!r}")
+
+
 def load_study(name_or_path: str) -> StudyConfig:
     """Read and validate a study by name (``studies/<name>.yaml``) or path, with its space."""
     path = _resolve(name_or_path, "studies", "study")
@@ -392,16 +407,11 @@ def load_study(name_or_path: str) -> StudyConfig:
             raise ConfigError(path, f"sampler.{key}", _unknown(key, ["name", *SAMPLERS[sampler]]))
         _check(path, f"sampler.{key}", value, SAMPLERS[sampler][key])
     if sampler == "grid":
-        try:
-            next(iter(space.grid()))
-        except ValueError as error:
-            raise ConfigError(path, "sampler", f"grid needs an enumerable space: {error}") from None
+        check_grid(space, path, "sampler")
 
     name = path.stem
     storage = data.get("storage") or f"sqlite:///{project_root() / 'results' / f'{name}.db'}"
-    if not isinstance(storage, str) or "://" not in storage:
-        raise ConfigError(path, "storage", f"expected an SQLAlchemy URL like sqlite:///results/{name}.db "
-                          f"or postgresql://user@host/db, got {storage!r}")
+    check_storage_url(storage, path, "storage")
     return StudyConfig(
         name=name, source=str(path), space=space, objectives=objectives,
         sampler=sampler, sampler_options=options,

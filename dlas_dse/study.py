@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -148,6 +149,7 @@ class _Progress:
     """A progress bar over the trial budget showing the current trial, its stage and elapsed time."""
 
     def __init__(self, total: int, done: int, enabled: bool):
+        tqdm.set_lock(threading.RLock())  # tqdm's default multiprocessing lock leaks a semaphore
         self.bar = tqdm(total=total, initial=min(done, total), unit="trial", disable=not enabled,
                         file=sys.stderr, dynamic_ncols=True)
         self.trial_started = time.monotonic()

@@ -157,3 +157,8 @@ def test_every_shipped_study_and_space_validates():
     for name, description in available("search_spaces"):
         assert description, f"search_spaces/{name}.yaml needs a one-line description"
         load_space(str(root / "search_spaces" / f"{name}.yaml"))
+
+
+def test_command_line_overrides_are_validated(capsys):
+    assert main(["optimize", "--study", "quickstart", "--storage", "results.db"]) == 2
+    assert "command line: --storage: expected an SQLAlchemy URL" in capsys.readouterr().err
