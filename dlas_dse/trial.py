@@ -126,7 +126,6 @@ def execute(config: Config, settings: dict, cache_dir: str,
     device = create_device(layers["hardware"])
     device.configure_runtime()
     precision = compression.get("precision", "float32")
-    reference = reference_model(model, precision, compression.get("calibration"))
     evaluation, verification = settings["evaluation"], dict(settings["verification"])
     verification["tolerance"] = max(verification["tolerance"], compression.get("tolerance", 0.0))
 
@@ -140,6 +139,7 @@ def execute(config: Config, settings: dict, cache_dir: str,
         latency_executable, latency_build = build(1)
         eval_executable, eval_build = build(evaluation["batch_size"])
     with stage("verify"):
+        reference = reference_model(model, precision, compression.get("calibration"))
         check = check_against_pytorch(latency_executable, reference, dataset.val_x[:verification["samples"]],
                                       verification["tolerance"])
     with stage("measure"):
