@@ -26,7 +26,7 @@ import psutil
 import torch
 import tvm
 
-from dlas_dse.cache import ArtifactCache
+from dlas_dse.cache import ArtifactCache, code_fingerprint
 from dlas_dse.space import Config, nest
 from dlas_dse.stack.compiler import BuildRequest, Executable, compile_model, reference_model
 from dlas_dse.stack.compression import compress
@@ -149,7 +149,8 @@ def execute(config: Config, settings: dict, cache_dir: str,
         images, labels = dataset.validation_subset(evaluation["max_samples"])
         accuracy, accuracy_hit = cache.get_or_compute_json(
             "accuracy", {"build": eval_build["build_key"], "dataset": layers["dataset"],
-                         "max_samples": evaluation["max_samples"]},
+                         "max_samples": evaluation["max_samples"],
+                         "code": code_fingerprint(evaluate_accuracy, check_against_pytorch, reference_model)},
             lambda: evaluate_accuracy(eval_executable, reference, images, labels, verification["tolerance"]))
 
     macs = latency_build["macs"]
