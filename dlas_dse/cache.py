@@ -74,8 +74,9 @@ class ArtifactCache:
         with self._lock(stage, key):
             if self.contains(stage, key):
                 return final, True
+            for stale in final.parent.glob(f"{key}.tmp-*"):  # left by a killed builder; we hold the lock
+                shutil.rmtree(stale, ignore_errors=True)
             temporary = final.with_name(f"{key}.tmp-{os.getpid()}")
-            shutil.rmtree(temporary, ignore_errors=True)
             temporary.mkdir(parents=True)
             started = time.time()
             try:

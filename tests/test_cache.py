@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from dlas_dse.cache import ArtifactCache, content_key
+from dlas_dse.cache import FORMAT_VERSION, ArtifactCache, content_key
 
 
 def test_key_ignores_order_and_sees_every_value():
@@ -47,6 +47,20 @@ def test_failed_creation_leaves_nothing_behind(tmp_path):
     assert [p.name for p in (tmp_path / "build").iterdir() if not p.name.startswith(".")] == []
     value, hit = cache.get_or_compute_json("build", {"k": 1}, lambda: {"ok": True})
     assert value == {"ok": True} and hit is False
+
+
+def test_leftovers_of_a_killed_builder_are_removed(tmp_path):
+    cache = ArtifactCache(tmp_path)
+    key = content_key({"stage": "train", "inputs": {"m": 1}, "format": FORMAT_VERSION})
+    leftover = tmp_path / "train" / f"{key}.tmp-99999"
+    leftover.mkdir(parents=True)
+    (leftover / "half.pt").write_bytes(b"x")
+
+    def create(directory: Path) -> None:
+        (directory / "ok").write_text("1")
+
+    directory, hit = cache.get_or_create("train", {"m": 1}, create)
+    assert not hit and (directory / "ok").exists() and not leftover.exists()
 
 
 def _slow_create(root: str, log: str) -> None:
