@@ -11,13 +11,13 @@ import multiprocessing
 import multiprocessing.forkserver
 import os
 import platform
-import queue
 import signal
 import sys
 import threading
 import time
 import traceback
 from contextlib import contextmanager
+from multiprocessing.connection import Connection
 from typing import Callable, Iterator
 
 import numpy as np
@@ -187,17 +187,15 @@ def _exit_when_orphaned(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="orphan-watch").start()
 
 
-def _child(config: Config, settings: dict, cache_dir: str, messages: multiprocessing.Queue,
-           parent_pid: int) -> None:
-    messages.put(("started", time.time()))
+def _child(config: Config, settings: dict, cache_dir: str, messages: Connection, parent_pid: int) -> None:
+    messages.send(("started", time.time()))
     _exit_when_orphaned(parent_pid)
     try:
-        result = execute(config, settings, cache_dir, report=lambda stage: messages.put(("stage", stage)))
-        messages.put(("result", result))
+        result = execute(config, settings, cache_dir, report=lambda stage: messages.send(("stage", stage)))
+        messages.send(("result", result))
     except BaseException as error:  # noqa: BLE001  (everything goes back to the parent as a reason)
-        messages.put(("error", f"{type(error).__name__}: {error}", traceback.format_exc()))
+        messages.send(("error", f"{type(error).__name__}: {error}", traceback.format_exc()))
     messages.close()
-    messages.join_thread()
     os._exit(0)  # skip interpreter teardown (PyTorch, TVM): the result has been delivered
 
 
@@ -229,26 +227,24 @@ def run_trial(config: Config, settings: dict, cache_dir: str, timeout_s: float,
     The attribute ``time_worker_start_s`` is how long the child took to start (seconds, large
     only for the first trial of a process, while the fork server imports the stack)."""
     context = _context()
-    messages = context.Queue()
-    process = context.Process(target=_child, args=(config, settings, cache_dir, messages, os.getpid()))
+    messages, child_end = context.Pipe(duplex=False)  # a pipe, unlike a queue, holds no semaphores
+    process = context.Process(target=_child, args=(config, settings, cache_dir, child_end, os.getpid()))
     requested = time.time()
     process.start()
+    child_end.close()  # the child's copy alone keeps the pipe open: EOF means the child is gone
     deadline = time.monotonic() + timeout_s
     current, worker_start_s = "starting", 0.0
     try:
         while True:
-            try:
-                kind, *payload = messages.get(timeout=0.2)
-            except queue.Empty:
-                if not process.is_alive():
-                    try:
-                        kind, *payload = messages.get(timeout=1.0)
-                    except queue.Empty:
-                        raise TrialFailure(f"{_describe_exit(process.exitcode)} in stage {current}") from None
-                elif time.monotonic() > deadline:
+            if not messages.poll(0.2):
+                if time.monotonic() > deadline:
                     raise TrialFailure(f"timed out after {timeout_s:g} s in stage {current}")
-                else:
-                    continue
+                continue
+            try:
+                kind, *payload = messages.recv()
+            except EOFError:
+                process.join()
+                raise TrialFailure(f"{_describe_exit(process.exitcode)} in stage {current}") from None
             if kind == "started":
                 worker_start_s = payload[0] - requested
             elif kind == "stage":
