@@ -58,7 +58,6 @@ class Entry:
     name: str
     function: Callable
     params: dict[str, Param] = field(default_factory=dict)
-    summary: str = ""
     preflight: Callable[[dict], None] | None = None
     """Optional cheap check, given a whole configuration's layers, run before a study starts
     (e.g. that a dataset's files exist); raises :class:`PreflightError`."""
@@ -100,8 +99,7 @@ class Registry:
         def decorate(function: Callable) -> Callable:
             if name in self._entries:
                 raise ValueError(f"{self.layer} {name!r} is registered twice")
-            summary = (function.__doc__ or "").strip().splitlines()[0] if function.__doc__ else ""
-            self._entries[name] = Entry(name, function, params, summary, preflight)
+            self._entries[name] = Entry(name, function, params, preflight)
             return function
 
         return decorate
@@ -116,9 +114,6 @@ class Registry:
     def names(self) -> list[str]:
         """Registered names, in registration order."""
         return list(self._entries)
-
-    def __contains__(self, name: object) -> bool:
-        return name in self._entries
 
     def parameters(self) -> dict[str, Param]:
         """Every parameter the layer accepts: the selector, common ones and all entries' own."""

@@ -157,13 +157,6 @@ class SearchSpace:
         discrete = [p for p in self.parameters if p.discrete]
         return any(not self.violations(c) for c in self._enumerate(discrete))
 
-    def size(self) -> int | None:
-        """Number of valid configurations, or None when a parameter is continuous."""
-        try:
-            return sum(1 for _ in self.grid())
-        except ValueError:
-            return None
-
     def sampled_parameters(self) -> list[Parameter]:
         """The parameters Optuna samples (every non-fixed one)."""
         return [p for p in self.parameters if p.kind != "fixed"]

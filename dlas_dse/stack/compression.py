@@ -19,7 +19,7 @@ import torch.nn.utils.prune as prune
 from dlas_dse.cache import ArtifactCache, code_fingerprint
 from dlas_dse.registry import COMPRESSIONS, Param
 from dlas_dse.stack.datasets import Dataset
-from dlas_dse.stack.models import train
+from dlas_dse.stack.models import count_parameters, train
 
 FineTune = Callable[[nn.Module], dict] | None
 
@@ -47,11 +47,6 @@ def sparsity(model: nn.Module) -> dict:
 def channels(model: nn.Module) -> int:
     """Output channels summed over the convolutions."""
     return sum(m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d))
-
-
-def parameter_count(model: nn.Module) -> int:
-    """Number of parameters."""
-    return sum(p.numel() for p in model.parameters())
 
 
 @COMPRESSIONS.register("none")
@@ -109,7 +104,7 @@ def channel_pruning(model: nn.Module, dataset: Dataset, params: dict, fine_tune:
     depthwise layers stay consistent); the model becomes physically smaller."""
     import torch_pruning as tp
 
-    before = {"channels_before": channels(model), "parameters_before": parameter_count(model)}
+    before = {"channels_before": channels(model), "parameters_before": count_parameters(model)}
     example = torch.zeros(1, *dataset.image_shape)
     pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.MagnitudeImportance(p=1),
                                   pruning_ratio=params["ratio"],
@@ -117,7 +112,7 @@ def channel_pruning(model: nn.Module, dataset: Dataset, params: dict, fine_tune:
     pruner.step()
     record = fine_tune(model) if fine_tune else {}
     return model, {**record, **before, "channels_after": channels(model),
-                   "parameters_after": parameter_count(model)}
+                   "parameters_after": count_parameters(model)}
 
 
 @COMPRESSIONS.register("fp16")

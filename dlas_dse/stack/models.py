@@ -24,24 +24,24 @@ PRETRAINED = "torchvision"
 """model.weights value for torchvision's pretrained ImageNet weights."""
 
 
-@MODELS.register("resnet18")
-def resnet18(num_classes: int, image_size: int) -> nn.Module:
-    """ResNet-18; for small inputs a 3x3 stride-1 stem and no max-pool (the usual CIFAR stem)."""
-    model = torchvision.models.resnet18(num_classes=num_classes)
+def _resnet(model: nn.Module, image_size: int) -> nn.Module:
+    """For small inputs a 3x3 stride-1 stem and no max-pool (the usual CIFAR stem)."""
     if image_size <= SMALL_INPUT:
         model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
         model.maxpool = nn.Identity()
     return model
+
+
+@MODELS.register("resnet18")
+def resnet18(num_classes: int, image_size: int) -> nn.Module:
+    """ResNet-18; CIFAR stem for small inputs."""
+    return _resnet(torchvision.models.resnet18(num_classes=num_classes), image_size)
 
 
 @MODELS.register("resnet50")
 def resnet50(num_classes: int, image_size: int) -> nn.Module:
-    """ResNet-50 (bottleneck blocks); CIFAR stem for small inputs, as ResNet-18."""
-    model = torchvision.models.resnet50(num_classes=num_classes)
-    if image_size <= SMALL_INPUT:
-        model.conv1 = nn.Conv2d(3, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        model.maxpool = nn.Identity()
-    return model
+    """ResNet-50 (bottleneck blocks); CIFAR stem for small inputs."""
+    return _resnet(torchvision.models.resnet50(num_classes=num_classes), image_size)
 
 
 @MODELS.register("mobilenet_v2")
