@@ -141,7 +141,11 @@ MODELS = Registry("model", "architecture", common={
                      "{dataset} are replaced; 'torchvision' = torchvision's pretrained weights)"),
 })
 COMPRESSIONS = Registry("compression", "technique")
-ALGORITHMS = Registry("algorithm", "conv")
+ALGORITHMS = Registry("algorithm", "conv", common={
+    "layout": Param(str, default="NCHW", choices=("NCHW", "NHWC"), help="data layout of every convolution"),
+    "format": Param(str, default="dense", choices=("dense", "sparse"),
+                    help="weight format: sparse = CSR, zeros neither stored nor multiplied (weight-pruned models)"),
+})
 COMPILERS = Registry("software", "compiler")
 DEVICES = Registry("hardware", "device")
 

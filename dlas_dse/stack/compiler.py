@@ -24,7 +24,8 @@ from tvm.relax.frontend.torch import from_exported_program
 
 from dlas_dse.cache import ArtifactCache, code_fingerprint
 from dlas_dse.registry import COMPILERS, Param
-from dlas_dse.stack.algorithms import apply_algorithm
+from dlas_dse.stack import algorithms
+from dlas_dse.stack.algorithms import apply_algorithm, untuned_pipeline
 from dlas_dse.stack.hardware import Device
 from dlas_dse.stack.precision import PRECISIONS
 
@@ -94,6 +95,13 @@ def to_relax(model: nn.Module, input_shape: tuple[int, ...]) -> tvm.IRModule:
     return from_exported_program(program, keep_params_as_input=False)
 
 
+def algorithm_modules() -> list:
+    """The modules of layer 4 (their code is part of every build's cache key)."""
+    prefix = algorithms.__name__ + "."
+    return [algorithms] + sorted((m for name, m in sys.modules.items() if name.startswith(prefix)),
+                                 key=lambda m: m.__name__)
+
+
 def _visit_relax(mod: tvm.IRModule, visit) -> None:
     for function in mod.functions.values():
         if isinstance(function, relax.Function):
@@ -146,7 +154,7 @@ def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executabl
               "algorithm": request.algorithm, "software": request.software,
               "target": request.device.target, "tvm": tvm.__version__,
               "code": code_fingerprint(sys.modules[__name__], sys.modules[PRECISIONS["int8"].lower.__module__],
-                                       sys.modules[apply_algorithm.__module__])}
+                                       *algorithm_modules())}
 
     def create(directory: Path) -> dict:
         folded = fold_batchnorm(request.model)
@@ -156,7 +164,8 @@ def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executabl
         mod, precision_record = PRECISIONS[request.precision].lower(mod, folded, request.calibration or {})
         profile["deployed_bytes"] = deployed_bytes(mod)
         mod, algorithm_record = apply_algorithm(mod, request.algorithm)
-        executable = tvm.compile(mod, request.device.tvm_target())
+        target = request.device.tvm_target()
+        executable = tvm.compile(mod, target, relax_pipeline=untuned_pipeline(target))
         executable.export_library(str(directory / "model.so"))
         return {**profile, **precision_record, **algorithm_record}
 
@@ -167,7 +176,7 @@ def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executabl
                                metadata["input_dtype"])
     record = {"hit": hit, "build_key": directory.name, "seconds": time.perf_counter() - started,
               "deployed_bytes": metadata["deployed_bytes"], "macs": metadata["macs"],
-              "convolutions_by_algorithm": metadata["convolutions_by_algorithm"],
+              **{k: metadata[k] for k in ("convolutions_by_algorithm", "algorithm_fallbacks")},
               **{k: metadata[k] for k in ("int8_layers", "float_layers") if k in metadata}}
     return executable, record
 

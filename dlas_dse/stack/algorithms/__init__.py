@@ -1,0 +1,9 @@
+"""Layer 4, algorithms and data formats: a Relax rewrite of the model's convolutions into the
+chosen algorithm (direct, gemm, spatial_pack, winograd), data layout (NCHW, NHWC) and weight
+format (dense, sparse CSR), each with a default schedule written by the project."""
+
+from dlas_dse.stack.algorithms import direct  # noqa: F401  (registration order = default first)
+from dlas_dse.stack.algorithms.rewrite import apply_algorithm, convolutions
+from dlas_dse.stack.algorithms.schedule import untuned_pipeline
+
+__all__ = ["apply_algorithm", "convolutions", "untuned_pipeline"]

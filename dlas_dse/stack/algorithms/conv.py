@@ -1,0 +1,138 @@
+"""What a convolution is, independently of how it is computed: :class:`ConvSpec` and the pieces
+every algorithm shares (zero padding, dtype casts)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import tvm
+from tvm import relax, te
+
+
+@dataclass(frozen=True)
+class ConvSpec:
+    """One 2-D convolution: shapes, stride, padding (top, left, bottom, right), dilation, groups,
+    the data layout (``NCHW`` or ``NHWC``) and the dtypes of input, weight and output."""
+
+    batch: int
+    in_channels: int
+    height: int
+    width: int
+    out_channels: int
+    kernel_h: int
+    kernel_w: int
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int, int, int] = (0, 0, 0, 0)
+    dilation: tuple[int, int] = (1, 1)
+    groups: int = 1
+    layout: str = "NCHW"
+    data_dtype: str = "float32"
+    weight_dtype: str = "float32"
+    out_dtype: str = "float32"
+
+    @property
+    def out_height(self) -> int:
+        """Rows of the output."""
+        span = (self.kernel_h - 1) * self.dilation[0] + 1
+        return (self.height + self.padding[0] + self.padding[2] - span) // self.stride[0] + 1
+
+    @property
+    def out_width(self) -> int:
+        """Columns of the output."""
+        span = (self.kernel_w - 1) * self.dilation[1] + 1
+        return (self.width + self.padding[1] + self.padding[3] - span) // self.stride[1] + 1
+
+    @property
+    def in_per_group(self) -> int:
+        """Input channels each output channel reads."""
+        return self.in_channels // self.groups
+
+    @property
+    def out_per_group(self) -> int:
+        """Output channels of each group."""
+        return self.out_channels // self.groups
+
+    @property
+    def reduction(self) -> int:
+        """Length of each output's dot product: input channels per group × kernel taps."""
+        return self.in_per_group * self.kernel_h * self.kernel_w
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of the dense convolution."""
+        return self.batch * self.out_channels * self.out_height * self.out_width * self.reduction
+
+    def data_shape(self) -> tuple[int, int, int, int]:
+        """Shape of the input in this spec's layout."""
+        if self.layout == "NCHW":
+            return (self.batch, self.in_channels, self.height, self.width)
+        return (self.batch, self.height, self.width, self.in_channels)
+
+    def out_shape(self) -> tuple[int, int, int, int]:
+        """Shape of the output in this spec's layout."""
+        if self.layout == "NCHW":
+            return (self.batch, self.out_channels, self.out_height, self.out_width)
+        return (self.batch, self.out_height, self.out_width, self.out_channels)
+
+    def describe(self) -> str:
+        """Compact text, e.g. ``64x32x32 -> 64 k3x3 s1 p1 d1 g1 NCHW float32``."""
+        return (f"{self.in_channels}x{self.height}x{self.width} -> {self.out_channels} "
+                f"k{self.kernel_h}x{self.kernel_w} s{self.stride[0]} p{self.padding[0]} "
+                f"d{self.dilation[0]} g{self.groups} {self.layout} {self.data_dtype}")
+
+
+def spec_from_call(call: relax.Call, weight_dtype: str) -> ConvSpec:
+    """The :class:`ConvSpec` of a ``relax.nn.conv2d`` call (data layout NCHW or NHWC)."""
+    attrs = call.attrs
+    layout = str(attrs.data_layout)
+    shape = [int(d) for d in call.args[0].ty.shape]
+    batch, channels, height, width = shape if layout == "NCHW" else (shape[0], shape[3], shape[1], shape[2])
+    out_shape = [int(d) for d in call.ty.shape]
+    out_channels = out_shape[1] if layout == "NCHW" else out_shape[3]
+    weight_shape = dict(zip(str(attrs.kernel_layout), [int(d) for d in call.args[1].ty.shape]))
+    out_dtype = str(attrs.out_dtype) or call.args[0].ty.dtype
+    return ConvSpec(batch, channels, height, width, out_channels, weight_shape["H"], weight_shape["W"],
+                    tuple(int(s) for s in attrs.strides), tuple(int(p) for p in attrs.padding),
+                    tuple(int(d) for d in attrs.dilation), int(attrs.groups), layout,
+                    call.args[0].ty.dtype, weight_dtype, out_dtype if out_dtype != "void" else call.ty.dtype)
+
+
+def to_oihw(weight: np.ndarray, kernel_layout: str) -> np.ndarray:
+    """The weight transposed to OIHW from ``kernel_layout`` (e.g. ``OHWI``, ``HWIO``)."""
+    return np.ascontiguousarray(weight.transpose([kernel_layout.index(axis) for axis in "OIHW"]))
+
+
+def pad_input(data: te.Tensor, spec: ConvSpec) -> te.Tensor:
+    """``data`` with its zero border materialised (a separate, cheap pass: keeping the bound
+    checks out of the convolution's inner loop is what lets it vectorize)."""
+    top, left, bottom, right = spec.padding
+    if not any(spec.padding):
+        return data
+    h_axis, w_axis = (2, 3) if spec.layout == "NCHW" else (1, 2)
+    shape = list(spec.data_shape())
+    shape[h_axis] += top + bottom
+    shape[w_axis] += left + right
+    zero = tvm.tirx.const(0, data.dtype)
+
+    def padded(*index):
+        y, x = index[h_axis], index[w_axis]
+        inside = tvm.tirx.all(y >= top, y < top + spec.height, x >= left, x < left + spec.width)
+        source = list(index)
+        source[h_axis], source[w_axis] = y - top, x - left
+        return tvm.tirx.if_then_else(inside, data(*source), zero)
+
+    return te.compute(shape, padded, name="pad")
+
+
+def accumulate(value: tvm.tirx.PrimExpr, spec: ConvSpec) -> tvm.tirx.PrimExpr:
+    """``value`` in the accumulation dtype (int8 products accumulate in int32)."""
+    return value if value.dtype == spec.out_dtype else value.astype(spec.out_dtype)
+
+
+def reduction_indices(spec: ConvSpec) -> np.ndarray:
+    """For each position ``k`` of a flattened (channel-in-group, kh, kw) reduction — the order of
+    an OIHW weight row — the (channel, kh, kw) triple, shape ``(reduction, 3)``."""
+    channel, row, column = np.meshgrid(np.arange(spec.in_per_group), np.arange(spec.kernel_h),
+                                       np.arange(spec.kernel_w), indexing="ij")
+    return np.stack([channel.ravel(), row.ravel(), column.ravel()], axis=1)

@@ -1,0 +1,26 @@
+"""The contract between the Relax rewrite and the algorithms: a :class:`Lowering` computes one
+convolution as a TE function of its input and constants."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from tvm import te
+
+
+@dataclass
+class Lowering:
+    """One convolution as TE: ``compute(data, *constants)`` returns the output in the spec's
+    layout; ``constants`` are the (pre-transformed) weights it needs; ``algorithm`` is the name
+    recorded for the trial (``direct``, ``sparse_gemm``, ...)."""
+
+    algorithm: str
+    compute: Callable[..., te.Tensor]
+    constants: list[np.ndarray] = field(default_factory=list)
+
+
+class NotApplicable(Exception):
+    """The requested algorithm cannot compute this convolution (the message says why); the
+    rewrite falls back to ``direct`` and records the reason."""

@@ -1,0 +1,101 @@
+"""The layer-4 Relax pass: every ``relax.nn.conv2d`` with a constant weight becomes a
+``call_tir`` of the chosen algorithm's TE compute, in the chosen data layout."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import tvm
+from tvm import relax
+from tvm.relax.expr_functor import PyExprMutator, mutator
+
+from dlas_dse.registry import ALGORITHMS
+from dlas_dse.stack.algorithms.conv import ConvSpec, spec_from_call, to_oihw
+from dlas_dse.stack.algorithms.lowering import Lowering, NotApplicable
+
+FALLBACK = "direct"
+KERNEL_LAYOUTS = {"NCHW": "OIHW", "NHWC": "OHWI"}
+
+
+def is_op(expr: relax.Expr, name: str) -> bool:
+    """Whether ``expr`` calls the Relax operator ``name`` (e.g. ``relax.nn.conv2d``)."""
+    return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == name
+
+
+def visit_functions(mod: tvm.IRModule, visit) -> None:
+    """Call ``visit`` on every expression of ``mod``'s Relax functions (post-order)."""
+    for function in mod.functions.values():
+        if isinstance(function, relax.Function):
+            relax.analysis.post_order_visit(function, visit)
+
+
+def convolutions(mod: tvm.IRModule) -> list[relax.Call]:
+    """Every ``relax.nn.conv2d`` call in the module's Relax functions."""
+    calls: list[relax.Call] = []
+    visit_functions(mod, lambda expr: calls.append(expr) if is_op(expr, "relax.nn.conv2d") else None)
+    return calls
+
+
+def lower_convolution(spec: ConvSpec, weight: np.ndarray, params: dict) -> tuple[Lowering, str | None]:
+    """The requested algorithm's lowering of one convolution (OIHW ``weight``); where it does not
+    apply, ``direct`` in the requested format, else dense ``direct``, with the reasons why."""
+    reasons = []
+    for attempt in (params, {**params, "conv": FALLBACK}, {**params, "conv": FALLBACK, "format": "dense"}):
+        try:
+            return ALGORITHMS.get(attempt["conv"]).function(spec, weight, attempt), "; ".join(reasons) or None
+        except NotApplicable as reason:
+            reasons.append(str(reason))
+    raise AssertionError("dense direct applies to every convolution")
+
+
+@mutator
+class _ConvolutionRewriter(PyExprMutator):
+    def __init__(self, mod: tvm.IRModule, params: dict):
+        super().__init__(mod)
+        self.params = params
+        self.used: list[dict] = []
+
+    def _constant(self, expr: relax.Expr) -> np.ndarray | None:
+        if isinstance(expr, relax.Var):
+            expr = self.lookup_binding(expr)
+        return expr.value.numpy() if isinstance(expr, tvm.ir.expr.GenericConst) else None
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if not is_op(call, "relax.nn.conv2d"):
+            return call
+        weight = self._constant(call.args[1])
+        if weight is None:
+            self.used.append({"algorithm": "relax", "reason": "weight is not a constant"})
+            return call
+        spec = spec_from_call(call, str(weight.dtype))
+        lowering, reason = lower_convolution(spec, to_oihw(weight, str(call.attrs.kernel_layout)), self.params)
+        self.used.append({"conv": spec.describe(), "algorithm": lowering.algorithm,
+                          **({"fallback_reason": reason} if reason else {})})
+        constants = [relax.const(c) for c in lowering.constants]
+        return self.builder_.call_te(lowering.compute, call.args[0], *constants,
+                                     primfunc_name_hint=f"conv2d_{lowering.algorithm}")
+
+
+def convert_layout(mod: tvm.IRModule, layout: str) -> tvm.IRModule:
+    """Every convolution in ``layout`` (transposes inserted only where a layout-sensitive
+    operator needs the other one; weights transposed at compile time)."""
+    if layout == "NCHW":
+        return mod
+    converted = relax.transform.ConvertLayout({"relax.nn.conv2d": [layout, KERNEL_LAYOUTS[layout]]})(mod)
+    return relax.transform.FoldConstant()(converted)
+
+
+def apply_algorithm(mod: tvm.IRModule, params: dict) -> tuple[tvm.IRModule, dict]:
+    """Rewrite ``mod``'s convolutions with the layer-4 ``params`` (conv, layout, format and the
+    algorithm's own); returns the module and a record of what each convolution used."""
+    mod = convert_layout(mod, params.get("layout", "NCHW"))
+    rewriter = _ConvolutionRewriter(mod, params)
+    for global_var, function in mod.functions.items():
+        if isinstance(function, relax.Function):
+            rewriter.builder_.update_func(global_var, rewriter.visit_expr(function))
+    rewritten = relax.transform.DeadCodeElimination()(rewriter.builder_.get())
+    fallbacks = Counter(f"{u['algorithm']}: {u['fallback_reason']}" for u in rewriter.used if "fallback_reason" in u)
+    return rewritten, {"convolutions_by_algorithm": dict(Counter(u["algorithm"] for u in rewriter.used)),
+                       "algorithm_fallbacks": dict(fallbacks), "convolutions": rewriter.used}

@@ -1,0 +1,176 @@
+"""Default schedules: what "untuned" means for this project.
+
+TVM 0.27 has no default CPU schedule for convolutions, so each algorithm tags its main compute
+block with ``{"dlas.schedule": name}`` and registers, under that name, a schedule written for it
+(:func:`default_schedule`). :func:`untuned_pipeline` is TVM's CPU pipeline with one extra pass
+after operator fusion: every PrimFunc gets its algorithm's schedule, or a generic one (parallel
+outer loops) when it holds no tagged block (pooling, elementwise, dense layers).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import tvm
+from tvm import relax, s_tir
+from tvm.relax.backend.cpu_generic.pipeline import (dataflow_lower_passes, finalize_passes,
+                                                     legalize_passes, library_dispatch_passes)
+
+SCHEDULE_KEY = "dlas.schedule"
+ACCUMULATORS = 8
+"""Vector registers a register tile may hold as accumulators (x86 and AArch64 have ≥ 16)."""
+PARALLEL_GRAIN = 64
+"""Outer iterations a parallel loop should have to keep every core busy."""
+
+
+Scheduler = Callable[[s_tir.Schedule, s_tir.schedule.SBlockRV, int], None]
+SCHEDULES: dict[str, Scheduler] = {}
+
+
+def default_schedule(name: str) -> Callable[[Scheduler], Scheduler]:
+    """Register ``function(schedule, block, vector_bits)`` as the default schedule of blocks
+    tagged ``{"dlas.schedule": name}``."""
+
+    def decorate(function: Scheduler) -> Scheduler:
+        SCHEDULES[name] = function
+        return function
+
+    return decorate
+
+
+def largest_divisor(extent: int, limit: int) -> int:
+    """The largest divisor of ``extent`` that is at most ``limit`` (tiles never need a tail)."""
+    return max(d for d in range(1, min(extent, limit) + 1) if extent % d == 0)
+
+
+def lanes(vector_bits: int, dtype: str) -> int:
+    """Elements of ``dtype`` in one vector register."""
+    return max(1, vector_bits // tvm.DataType(dtype).bits)
+
+
+def _extents(sch: s_tir.Schedule, loops: list) -> list[int]:
+    return [int(sch.get(loop).extent) for loop in loops]
+
+
+def _spatial_count(sch: s_tir.Schedule, block) -> int:
+    return sum(1 for iv in sch.get(block).iter_vars if iv.iter_type == tvm.tirx.IterVar.DataPar)
+
+
+def inline_consumers(sch: s_tir.Schedule, block) -> None:
+    """Fold the elementwise consumers of ``block`` (bias, activation, residual add, reshape)
+    into it, as far as they go."""
+    while True:
+        consumers = sch.get_consumers(block)
+        if len(consumers) != 1:
+            return
+        try:
+            sch.reverse_compute_inline(consumers[0])
+        except s_tir.schedule.ScheduleError:
+            return
+
+
+def parallelize(sch: s_tir.Schedule, block, vector_bits: int | None = None) -> None:
+    """Run ``block``'s leading spatial loops in parallel (fused until there are enough iterations
+    to share) and, for a spatial block when ``vector_bits`` is given, vectorize its innermost loop."""
+    loops = sch.get_loops(block)
+    spatial = min(_spatial_count(sch, block), len(loops))
+    if spatial == 0:
+        return
+    extents = _extents(sch, loops)
+    vectorize = bool(vector_bits) and spatial == len(loops) and spatial > 1
+    limit = spatial - 1 if vectorize else spatial
+    outer = 1
+    while outer < limit and math.prod(extents[:outer]) < PARALLEL_GRAIN:
+        outer += 1
+    if vectorize:
+        factor = largest_divisor(extents[-1], lanes(vector_bits, sch.get(block).writes[0].source.dtype))
+        if factor > 1:
+            sch.vectorize(sch.split(loops[-1], [None, factor])[1])
+    if math.prod(extents[:outer]) > 1:
+        sch.parallel(sch.fuse(*loops[:outer]) if outer > 1 else loops[0])
+
+
+def tile_reduction(sch: s_tir.Schedule, block, vector_bits: int, vector_axis: int, register_axis: int | None,
+                   register_tile: int = ACCUMULATORS) -> None:
+    """The register-tiled schedule every dense algorithm shares: split the spatial loop
+    ``vector_axis`` by the vector width and ``register_axis`` into a tile of accumulators, move
+    both under the reduction loops, accumulate into a local buffer written back (with the fused
+    epilogue) per tile, run the outer tiles in parallel."""
+    loops = sch.get_loops(block)
+    spatial = _spatial_count(sch, block)
+    extents = _extents(sch, loops)
+    outer, inner = list(loops[:spatial]), []
+    vector = lanes(vector_bits, sch.get(block).writes[0].source.dtype)
+    for axis, limit in ((register_axis, register_tile), (vector_axis, vector)):
+        if axis is None:
+            continue
+        factor = largest_divisor(extents[axis], limit)
+        outer[axis], part = sch.split(loops[axis], [None, factor])
+        inner.append(part)
+    sch.reorder(*outer, *loops[spatial:], *inner)
+    write_back = sch.cache_write(block, 0, "local")
+    inline_consumers(sch, write_back)
+    fused = sch.fuse(*outer)
+    sch.parallel(fused)
+    sch.reverse_compute_at(write_back, fused)
+    if len(inner) == 2:
+        sch.unroll(inner[0])
+    sch.vectorize(inner[-1])
+    write_loops = sch.get_loops(write_back)
+    if int(sch.get(write_loops[-1]).extent) > 1:
+        sch.vectorize(write_loops[-1])
+    if len(loops) > spatial:
+        sch.decompose_reduction(block, loops[spatial])
+
+
+def _is_parallel(sch: s_tir.Schedule, block) -> bool:
+    loops = sch.get_loops(block)
+    return bool(loops) and sch.get(loops[0]).kind == tvm.tirx.ForKind.PARALLEL
+
+
+def schedule_function(func: tvm.tirx.PrimFunc, vector_bits: int) -> tvm.tirx.PrimFunc:
+    """``func`` with its algorithms' default schedules for the tagged blocks and the generic one
+    for every other block (packing, padding, pooling, elementwise, dense layers)."""
+    sch = s_tir.Schedule(func)
+    root = sch.get_sblock("root")
+    tagged = [(block, str(sch.get(block).annotations[SCHEDULE_KEY])) for block in sch.get_child_blocks(root)
+              if SCHEDULE_KEY in sch.get(block).annotations]
+    for block, tag in tagged:
+        SCHEDULES[tag](sch, block, vector_bits)
+    for block in sch.get_child_blocks(root):
+        if not _is_parallel(sch, block):
+            try:
+                parallelize(sch, block, vector_bits)
+            except s_tir.schedule.ScheduleError:
+                continue
+    return sch.mod["main"].with_attr("tir.is_scheduled", True)
+
+
+def apply_default_schedules(vector_bits: int) -> tvm.transform.Pass:
+    """A module pass giving every unscheduled PrimFunc its default schedule."""
+
+    @tvm.transform.module_pass(opt_level=0, name="DlasDefaultSchedules")
+    def apply(mod: tvm.IRModule, _context) -> tvm.IRModule:
+        updated = tvm.IRModule(mod.functions, attrs=mod.attrs)
+        for global_var, func in mod.functions.items():
+            if isinstance(func, tvm.tirx.PrimFunc) and not func.attrs.get("tir.is_scheduled", False):
+                updated[global_var] = schedule_function(func.with_attr("global_symbol", global_var.name_hint),
+                                                        vector_bits)
+        return updated
+
+    return apply
+
+
+def untuned_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
+    """TVM's CPU build pipeline with the project's default schedules after operator fusion."""
+    vector_bits = tvm.target.codegen.llvm_get_vector_width(target) if target.kind.name == "llvm" else 128
+    passes = (library_dispatch_passes(target) + legalize_passes(target) + [apply_default_schedules(vector_bits)]
+              + dataflow_lower_passes(target) + finalize_passes(target))
+
+    @tvm.transform.module_pass(opt_level=0, name="DlasUntunedPipeline")
+    def pipeline(mod: tvm.IRModule, _context) -> tvm.IRModule:
+        with target:
+            return tvm.transform.Sequential(passes)(mod)
+
+    return pipeline
