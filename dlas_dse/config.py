@@ -289,12 +289,29 @@ def load_space(name_or_path: str, relative_to: Path | None = None) -> SearchSpac
     parameters: list[Parameter] = []
     for layer, registry in LAYERS.items():
         parameters += _layer_parameters(path, registry, data.get(layer), known)
-    space = SearchSpace(path.stem, str(path), parameters, _constraints(path, data.get("constraints"), known),
-                        str(data.get("description", "")))
+    constraints = _constraints(path, data.get("constraints"), known) + _rules(known)
+    space = SearchSpace(path.stem, str(path), parameters, constraints, str(data.get("description", "")))
     if not space.has_valid_configuration():
+        rules = [c for c in constraints if c.name.startswith(RULE_PREFIX)]
         raise ConfigError(path, "constraints", "together they exclude every combination of the space; "
-                          "relax a constraint or add choices")
+                          "relax a constraint or add choices"
+                          + "".join(f"; built-in {c.name}: {c.reason}" for c in rules))
     return space
+
+
+RULE_PREFIX = "rule:"
+
+
+def _rules(known: dict[str, Parameter]) -> list[Constraint]:
+    """The layers' built-in rules that can matter in a space with parameters ``known``."""
+    rules = []
+    for registry in LAYERS.values():
+        for rule in registry.rules:
+            names = {**rule.condition, **rule.requirement}
+            if all(name in known for name in names) and all(
+                    any(v in known[name].values for v in rule.condition[name]) for name in rule.condition):
+                rules.append(Constraint(RULE_PREFIX + rule.name, rule.condition, rule.requirement, rule.reason))
+    return rules
 
 
 # --------------------------------------------------------------------------- studies

@@ -51,6 +51,17 @@ class Param:
         return f"{self.type.__name__}{bounds}"
 
 
+@dataclass(frozen=True)
+class Rule:
+    """A built-in constraint: configurations matching ``condition`` (``{"layer.param": values}``)
+    must match ``requirement``; without one they are excluded. ``reason`` says why."""
+
+    name: str
+    condition: dict[str, tuple]
+    requirement: dict[str, tuple]
+    reason: str
+
+
 @dataclass
 class Entry:
     """A registered technique: its name, the function implementing it, its own parameters."""
@@ -87,6 +98,8 @@ class Registry:
         self.layer = layer
         self.selector = selector
         self.common = dict(common or {})
+        self.rules: list[Rule] = []
+        """Combinations across layers this layer cannot run; every search space excludes them."""
         self.preflight: Callable[[dict], None] | None = None
         """Check of the layer's common parameters before a study starts (like Entry.preflight)."""
         self._entries: dict[str, Entry] = {}

@@ -2,8 +2,15 @@
 chosen algorithm (direct, gemm, spatial_pack, winograd), data layout (NCHW, NHWC) and weight
 format (dense, sparse CSR), each with a default schedule written by the project."""
 
-from dlas_dse.stack.algorithms import direct  # noqa: F401  (registration order = default first)
+from dlas_dse.registry import ALGORITHMS, Rule
+from dlas_dse.stack.algorithms import direct, gemm, spatial_pack  # noqa: F401  (registration order = default first)
 from dlas_dse.stack.algorithms.rewrite import apply_algorithm, convolutions
 from dlas_dse.stack.algorithms.schedule import untuned_pipeline
+
+ALGORITHMS.rules += [
+    Rule("sparse-needs-weight-pruning", {"algorithm.format": ("sparse",)},
+         {"compression.technique": ("weight_pruning",)},
+         "sparse (CSR) weights only pay off for a weight-pruned model"),
+]
 
 __all__ = ["apply_algorithm", "convolutions", "untuned_pipeline"]

@@ -96,6 +96,6 @@ def apply_algorithm(mod: tvm.IRModule, params: dict) -> tuple[tvm.IRModule, dict
         if isinstance(function, relax.Function):
             rewriter.builder_.update_func(global_var, rewriter.visit_expr(function))
     rewritten = relax.transform.DeadCodeElimination()(rewriter.builder_.get())
-    fallbacks = Counter(f"{u['algorithm']}: {u['fallback_reason']}" for u in rewriter.used if "fallback_reason" in u)
+    fallbacks = Counter(u["fallback_reason"] for u in rewriter.used if "fallback_reason" in u)
     return rewritten, {"convolutions_by_algorithm": dict(Counter(u["algorithm"] for u in rewriter.used)),
                        "algorithm_fallbacks": dict(fallbacks), "convolutions": rewriter.used}
