@@ -1,0 +1,134 @@
+"""Every layer-4 algorithm computes every distinct convolution of the seven models as PyTorch
+does (dense, and sparse at 50% and 90% sparsity), and whole models match PyTorch too."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+import tvm
+from tvm import relax
+
+from dlas_dse.registry import MODELS
+from dlas_dse.stack.algorithms import apply_algorithm, convolutions, untuned_pipeline
+from dlas_dse.stack.algorithms.conv import ConvSpec, spec_from_call
+from dlas_dse.stack.compiler import fold_batchnorm, to_relax
+
+TARGET = tvm.target.Target({"kind": "llvm", "mcpu": str(tvm.target.codegen.llvm_get_system_cpu()), "num-cores": 2})
+TOLERANCE = 1e-4
+"""Largest error allowed, relative to the largest magnitude of PyTorch's output."""
+EXTRA_SHAPES = [  # what the models at 32x32 do not have: dilation, asymmetric padding, batch 2
+    ConvSpec(1, 16, 12, 12, 24, 3, 3, (1, 1), (2, 2, 2, 2), (2, 2)),
+    ConvSpec(1, 8, 11, 11, 16, 3, 3, (2, 2), (0, 0, 1, 1)),
+    ConvSpec(2, 12, 9, 9, 12, 3, 3, (1, 1), (1, 1, 1, 1), groups=3),
+]
+
+
+@pytest.fixture(scope="module")
+def shapes() -> list[ConvSpec]:
+    """Every distinct convolution of the seven models at 32x32 (CIFAR stems), plus EXTRA_SHAPES."""
+    found: dict[ConvSpec, None] = {}
+    for name in MODELS.names():
+        mod = to_relax(MODELS.get(name).function(10, 32).eval(), (1, 3, 32, 32))
+        found.update((spec_from_call(call, "float32"), None) for call in convolutions(mod))
+    return [*found, *EXTRA_SHAPES]
+
+
+def random_weight(spec: ConvSpec, rng: np.random.Generator, sparsity: float = 0.0) -> np.ndarray:
+    weight = rng.standard_normal((spec.out_channels, spec.in_per_group, spec.kernel_h, spec.kernel_w))
+    return (weight * (rng.random(weight.shape) >= sparsity)).astype(np.float32)
+
+
+def conv_module(specs: list[ConvSpec], weights: list[np.ndarray]) -> tvm.IRModule:
+    """One Relax function ``conv<i>`` per convolution, each with its constant weight."""
+    builder = relax.BlockBuilder()
+    for index, (spec, weight) in enumerate(zip(specs, weights)):
+        data = relax.Var("data", relax.TensorType(spec.data_shape(), "float32"))
+        with builder.function(f"conv{index}", [data]):
+            with builder.dataflow():
+                out = builder.emit_output(relax.op.nn.conv2d(
+                    data, relax.const(weight), spec.stride, spec.padding, spec.dilation, spec.groups,
+                    out_dtype="float32"))
+            builder.emit_func_output(out)
+    return builder.get()
+
+
+def reference(spec: ConvSpec, data: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    top, left, bottom, right = spec.padding
+    padded = F.pad(torch.from_numpy(data).double(), (left, right, top, bottom))
+    return F.conv2d(padded, torch.from_numpy(weight).double(), None, spec.stride, 0, spec.dilation,
+                    spec.groups).numpy()
+
+
+def check_every_shape(specs: list[ConvSpec], params: dict, sparsity: float = 0.0) -> dict:
+    """Compile all ``specs`` with the layer-4 ``params``, run each and compare with PyTorch;
+    returns the rewrite's record."""
+    rng = np.random.default_rng(0)
+    weights = [random_weight(spec, rng, sparsity) for spec in specs]
+    mod, record = apply_algorithm(conv_module(specs, weights), params)
+    vm = relax.VirtualMachine(tvm.compile(mod, TARGET, relax_pipeline=untuned_pipeline(TARGET)), tvm.cpu())
+    errors = {}
+    for index, (spec, weight) in enumerate(zip(specs, weights)):
+        data = rng.standard_normal((spec.batch, spec.in_channels, spec.height, spec.width)).astype(np.float32)
+        expected = reference(spec, data, weight)
+        out = vm[f"conv{index}"](tvm.runtime.tensor(data)).numpy()  # NCHW at the boundary in every layout
+        error = np.abs(out - expected).max() / max(np.abs(expected).max(), 1e-12)
+        if not error <= TOLERANCE:
+            errors[spec.describe()] = float(error)
+    assert not errors, f"{len(errors)} of {len(specs)} convolutions differ from PyTorch: {errors}"
+    return record
+
+
+def fallbacks(record: dict) -> int:
+    return sum(record["algorithm_fallbacks"].values())
+
+
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("conv", ["direct", "gemm", "spatial_pack"])
+def test_dense_algorithm_matches_pytorch_on_every_model_convolution(shapes, conv, layout):
+    record = check_every_shape(shapes, {"conv": conv, "layout": layout, "format": "dense"})
+    grouped = sum(spec.groups > 1 for spec in shapes)
+    if conv == "spatial_pack":  # grouped and depthwise convolutions use direct, and say so
+        assert record["convolutions_by_algorithm"] == {"spatial_pack": len(shapes) - grouped, "direct": grouped}
+        assert fallbacks(record) == grouped
+    else:
+        assert record["convolutions_by_algorithm"] == {conv: len(shapes)}
+        assert fallbacks(record) == 0
+    assert len(record["convolutions"]) == len(shapes)
+
+
+@pytest.mark.parametrize("layout,sparsity", [("NCHW", 0.5), ("NHWC", 0.9)])
+@pytest.mark.parametrize("conv", ["direct", "gemm", "spatial_pack"])
+def test_sparse_algorithm_matches_pytorch_on_every_model_convolution(shapes, conv, layout, sparsity):
+    record = check_every_shape(shapes, {"conv": conv, "layout": layout, "format": "sparse"}, sparsity)
+    grouped = sum(spec.groups > 1 for spec in shapes)
+    assert record["convolutions_by_algorithm"] == {f"sparse_{conv}": len(shapes) - grouped, "direct": grouped}
+    assert fallbacks(record) == grouped
+
+
+def randomised_model(architecture: str) -> torch.nn.Module:
+    """A model with random weights and BatchNorm statistics (folding them must be exact too)."""
+    torch.manual_seed(0)
+    model = MODELS.get(architecture).function(10, 32)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+@pytest.mark.parametrize("conv,layout", [("direct", "NCHW"), ("direct", "NHWC"), ("gemm", "NCHW"),
+                                         ("spatial_pack", "NCHW")])
+@pytest.mark.parametrize("architecture", ["resnet18", "mobilenet_v2"])
+def test_whole_model_matches_pytorch(architecture, conv, layout):
+    model = randomised_model(architecture)
+    images = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = fold_batchnorm(model)(images).numpy()
+    mod, record = apply_algorithm(to_relax(model, (2, 3, 32, 32)), {"conv": conv, "layout": layout, "format": "dense"})
+    vm = relax.VirtualMachine(tvm.compile(mod, TARGET, relax_pipeline=untuned_pipeline(TARGET)), tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(images.numpy()))
+    logits = (out[0] if not hasattr(out, "numpy") else out).numpy()
+    assert np.abs(logits - expected).max() <= TOLERANCE * np.abs(expected).max()
+    assert record["convolutions_by_algorithm"].get(conv, 0) > 0
