@@ -12,7 +12,7 @@ from tvm import relax
 
 from dlas_dse.registry import MODELS
 from dlas_dse.stack.algorithms import apply_algorithm, convolutions, untuned_pipeline
-from dlas_dse.stack.algorithms.conv import ConvSpec, spec_from_call
+from dlas_dse.stack.algorithms.conv import ConvSpec, conv_module, spec_from_call
 from dlas_dse.stack.compiler import fold_batchnorm, to_relax
 
 TARGET = tvm.target.Target({"kind": "llvm", "mcpu": str(tvm.target.codegen.llvm_get_system_cpu()), "num-cores": 2})
@@ -38,20 +38,6 @@ def shapes() -> list[ConvSpec]:
 def random_weight(spec: ConvSpec, rng: np.random.Generator, sparsity: float = 0.0) -> np.ndarray:
     weight = rng.standard_normal((spec.out_channels, spec.in_per_group, spec.kernel_h, spec.kernel_w))
     return (weight * (rng.random(weight.shape) >= sparsity)).astype(np.float32)
-
-
-def conv_module(specs: list[ConvSpec], weights: list[np.ndarray]) -> tvm.IRModule:
-    """One Relax function ``conv<i>`` per convolution, each with its constant weight."""
-    builder = relax.BlockBuilder()
-    for index, (spec, weight) in enumerate(zip(specs, weights)):
-        data = relax.Var("data", relax.TensorType(spec.data_shape(), "float32"))
-        with builder.function(f"conv{index}", [data]):
-            with builder.dataflow():
-                out = builder.emit_output(relax.op.nn.conv2d(
-                    data, relax.const(weight), spec.stride, spec.padding, spec.dilation, spec.groups,
-                    out_dtype="float32"))
-            builder.emit_func_output(out)
-    return builder.get()
 
 
 def reference(spec: ConvSpec, data: np.ndarray, weight: np.ndarray) -> np.ndarray:

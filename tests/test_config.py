@@ -62,6 +62,14 @@ SPACE_CASES = {
         GOOD_SPACE + "constraints:\n  - iff: {hardware.threads: 1}\n",
         "constraints[0].iff", ["unknown field 'iff'", "did you mean 'if'"]),
     "yaml syntax": (GOOD_SPACE.replace("epochs: 1", "epochs: [1"), "(syntax)", ["line"]),
+    "sparse weights without pruning": (
+        GOOD_SPACE.replace("epochs: 1", "epochs: 1\nalgorithm:\n  conv: gemm\n  format: sparse"),
+        "constraints", ["exclude every combination", "rule:sparse-needs-weight-pruning",
+                        "only pay off for a weight-pruned model"]),
+    "unknown layout": (GOOD_SPACE.replace("epochs: 1", "epochs: 1\nalgorithm:\n  layout: NCWH"),
+                       "algorithm.layout", ["unknown value 'NCWH'", "allowed: NCHW, NHWC"]),
+    "winograd tile": (GOOD_SPACE.replace("epochs: 1", "epochs: 1\nalgorithm:\n  conv: winograd\n  tile: 3"),
+                      "algorithm.tile", ["allowed: 2, 4"]),
 }
 
 
@@ -75,6 +83,16 @@ def test_bad_space_names_file_field_and_allowed_values(project, case):
     assert caught.value.field == field
     for fragment in fragments:
         assert fragment in str(caught.value)
+
+
+def test_built_in_rules_exclude_impossible_layer_4_combinations():
+    space = load_study("algorithms").space
+    rules = {c.name for c in space.constraints}
+    assert {"rule:sparse-needs-weight-pruning", "rule:winograd-is-dense"} <= rules
+    grid = list(space.grid())
+    assert len(grid) == 44  # 2 models x (8 dense + 8 pruned dense + 6 pruned sparse)
+    assert all(c["compression.technique"] == "weight_pruning" for c in grid if c["algorithm.format"] == "sparse")
+    assert not any(c["algorithm.conv"] == "winograd" and c["algorithm.format"] == "sparse" for c in grid)
 
 
 def test_good_space_fills_defaults_and_implicit_conditions(project):

@@ -28,6 +28,7 @@ from dlas_dse.stack import algorithms
 from dlas_dse.stack.algorithms import apply_algorithm, untuned_pipeline
 from dlas_dse.stack.hardware import Device
 from dlas_dse.stack.precision import PRECISIONS
+from dlas_dse.stack.relax_util import visit_functions
 
 
 class Executable(ABC):
@@ -102,12 +103,6 @@ def algorithm_modules() -> list:
                                  key=lambda m: m.__name__)
 
 
-def _visit_relax(mod: tvm.IRModule, visit) -> None:
-    for function in mod.functions.values():
-        if isinstance(function, relax.Function):
-            relax.analysis.post_order_visit(function, visit)
-
-
 def deployed_bytes(mod: tvm.IRModule) -> int:
     """Bytes of the constant tensors (weights, biases) the module deploys, in their stored dtypes
     (scalar constants such as a ReLU6 bound are not parameters and not counted)."""
@@ -118,7 +113,7 @@ def deployed_bytes(mod: tvm.IRModule) -> int:
         if isinstance(expr, tvm.ir.expr.GenericConst) and len(expr.value.shape):
             total += expr.value.numpy().nbytes
 
-    _visit_relax(mod, visit)
+    visit_functions(mod, visit)
     return total
 
 
@@ -142,7 +137,7 @@ def count_macs(mod: tvm.IRModule) -> int:
         elif expr.op.name == "relax.matmul":
             total += int(np.prod(_shape(expr))) * _shape(expr.args[0])[-1]
 
-    _visit_relax(mod, visit)
+    visit_functions(mod, visit)
     return total
 
 
@@ -154,6 +149,7 @@ def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executabl
               "algorithm": request.algorithm, "software": request.software,
               "target": request.device.target, "tvm": tvm.__version__,
               "code": code_fingerprint(sys.modules[__name__], sys.modules[PRECISIONS["int8"].lower.__module__],
+                                       sys.modules[visit_functions.__module__],
                                        *algorithm_modules())}
 
     def create(directory: Path) -> dict:

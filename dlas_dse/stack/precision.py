@@ -18,18 +18,9 @@ import tvm
 from tvm import relax
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from dlas_dse.stack.relax_util import is_op, rewrite_functions
+
 INT8_MAX = 127
-
-
-def _rewrite(mod: tvm.IRModule, rewriter: PyExprMutator) -> tvm.IRModule:
-    for name, function in list(mod.functions.items()):
-        if isinstance(function, relax.Function):
-            mod[name] = rewriter.visit_expr(function)
-    return mod
-
-
-def _is_op(expr: relax.Expr, name: str) -> bool:
-    return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == name
 
 
 @mutator
@@ -38,7 +29,7 @@ class _ClipAsMinMax(PyExprMutator):
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        if _is_op(call, "relax.clip"):
+        if is_op(call, "relax.clip"):
             data, low, high = call.args
             dtype = data.ty.dtype
             return relax.op.minimum(relax.op.maximum(data, relax.const(float(low.value), dtype)),
@@ -48,7 +39,7 @@ class _ClipAsMinMax(PyExprMutator):
 
 def to_float16(mod: tvm.IRModule, model: nn.Module, calibration: dict) -> tuple[tvm.IRModule, dict]:
     """Weights and activations in float16 (input and output stay float32 at the boundary)."""
-    mod = relax.transform.ToMixedPrecision(out_dtype="float16")(_rewrite(mod, _ClipAsMinMax(mod)))
+    mod = relax.transform.ToMixedPrecision(out_dtype="float16")(rewrite_functions(mod, _ClipAsMinMax(mod)))
     return relax.transform.FoldConstant()(mod), {}
 
 
@@ -80,7 +71,7 @@ class _QuantizeToInt8(PyExprMutator):
             expr = self.lookup_binding(expr)
         if isinstance(expr, tvm.ir.expr.GenericConst):
             return expr.value.numpy()
-        if _is_op(expr, "relax.permute_dims") and isinstance(expr.args[0], tvm.ir.expr.GenericConst):
+        if is_op(expr, "relax.permute_dims") and isinstance(expr.args[0], tvm.ir.expr.GenericConst):
             return np.ascontiguousarray(expr.args[0].value.numpy().T)
         return None
 
@@ -91,7 +82,7 @@ class _QuantizeToInt8(PyExprMutator):
 
     def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
-        is_conv, is_matmul = _is_op(call, "relax.nn.conv2d"), _is_op(call, "relax.matmul")
+        is_conv, is_matmul = is_op(call, "relax.nn.conv2d"), is_op(call, "relax.matmul")
         if not (is_conv or is_matmul):
             return call
         weight = self._constant_weight(call.args[1])
@@ -122,7 +113,7 @@ def to_int8(mod: tvm.IRModule, model: nn.Module, calibration: dict) -> tuple[tvm
     """int8 convolutions and linear layers with int32 accumulation, from calibrated input scales
     (``calibration`` maps layer names of the BatchNorm-folded ``model`` to input scales)."""
     rewriter = _QuantizeToInt8(mod, _weight_names(model), calibration)
-    mod = relax.transform.FoldConstant()(_rewrite(mod, rewriter))
+    mod = relax.transform.FoldConstant()(rewrite_functions(mod, rewriter))
     return mod, {"int8_layers": len(rewriter.quantized), "float_layers": len(rewriter.kept_float)}
 
 

@@ -136,3 +136,19 @@ def reduction_indices(spec: ConvSpec) -> np.ndarray:
     channel, row, column = np.meshgrid(np.arange(spec.in_per_group), np.arange(spec.kernel_h),
                                        np.arange(spec.kernel_w), indexing="ij")
     return np.stack([channel.ravel(), row.ravel(), column.ravel()], axis=1)
+
+
+def conv_module(specs: list[ConvSpec], weights: list[np.ndarray]) -> tvm.IRModule:
+    """A Relax module with one function ``conv<i>`` per convolution (NCHW input, constant OIHW
+    weight): single convolutions to test or time each algorithm on."""
+    builder = relax.BlockBuilder()
+    for index, (spec, weight) in enumerate(zip(specs, weights)):
+        data = relax.Var("data", relax.TensorType((spec.batch, spec.in_channels, spec.height, spec.width),
+                                                  spec.data_dtype))
+        with builder.function(f"conv{index}", [data]):
+            with builder.dataflow():
+                out = builder.emit_output(relax.op.nn.conv2d(
+                    data, relax.const(weight), spec.stride, spec.padding, spec.dilation, spec.groups,
+                    out_dtype=spec.out_dtype))
+            builder.emit_func_output(out)
+    return builder.get()

@@ -13,21 +13,10 @@ from tvm.relax.expr_functor import PyExprMutator, mutator
 from dlas_dse.registry import ALGORITHMS
 from dlas_dse.stack.algorithms.conv import ConvSpec, spec_from_call, to_oihw
 from dlas_dse.stack.algorithms.lowering import Lowering, NotApplicable
+from dlas_dse.stack.relax_util import is_op, rewrite_functions, visit_functions
 
 FALLBACK = "direct"
 KERNEL_LAYOUTS = {"NCHW": "OIHW", "NHWC": "OHWI"}
-
-
-def is_op(expr: relax.Expr, name: str) -> bool:
-    """Whether ``expr`` calls the Relax operator ``name`` (e.g. ``relax.nn.conv2d``)."""
-    return isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == name
-
-
-def visit_functions(mod: tvm.IRModule, visit) -> None:
-    """Call ``visit`` on every expression of ``mod``'s Relax functions (post-order)."""
-    for function in mod.functions.values():
-        if isinstance(function, relax.Function):
-            relax.analysis.post_order_visit(function, visit)
 
 
 def convolutions(mod: tvm.IRModule) -> list[relax.Call]:
@@ -92,10 +81,7 @@ def apply_algorithm(mod: tvm.IRModule, params: dict) -> tuple[tvm.IRModule, dict
     algorithm's own); returns the module and a record of what each convolution used."""
     mod = convert_layout(mod, params.get("layout", "NCHW"))
     rewriter = _ConvolutionRewriter(mod, params)
-    for global_var, function in mod.functions.items():
-        if isinstance(function, relax.Function):
-            rewriter.builder_.update_func(global_var, rewriter.visit_expr(function))
-    rewritten = relax.transform.DeadCodeElimination()(rewriter.builder_.get())
+    rewritten = relax.transform.DeadCodeElimination()(rewrite_functions(mod, rewriter))
     fallbacks = Counter(u["fallback_reason"] for u in rewriter.used if "fallback_reason" in u)
     return rewritten, {"convolutions_by_algorithm": dict(Counter(u["algorithm"] for u in rewriter.used)),
                        "algorithm_fallbacks": dict(fallbacks), "convolutions": rewriter.used}
