@@ -172,7 +172,7 @@ def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executabl
                                metadata["input_dtype"])
     record = {"hit": hit, "build_key": directory.name, "seconds": time.perf_counter() - started,
               "deployed_bytes": metadata["deployed_bytes"], "macs": metadata["macs"],
-              **{k: metadata[k] for k in ("convolutions_by_algorithm", "algorithm_fallbacks")},
+              **{k: metadata[k] for k in ("convolutions_by_algorithm", "algorithm_fallbacks", "convolutions")},
               **{k: metadata[k] for k in ("int8_layers", "float_layers") if k in metadata}}
     return executable, record
 

@@ -91,11 +91,12 @@ def spec_from_call(call: relax.Call, weight_dtype: str) -> ConvSpec:
     out_shape = [int(d) for d in call.ty.shape]
     out_channels = out_shape[1] if layout == "NCHW" else out_shape[3]
     weight_shape = dict(zip(str(attrs.kernel_layout), [int(d) for d in call.args[1].ty.shape]))
-    out_dtype = str(attrs.out_dtype) or call.args[0].ty.dtype
+    data_dtype = str(call.args[0].ty.dtype)
+    out_dtype = str(attrs.out_dtype) or data_dtype
     return ConvSpec(batch, channels, height, width, out_channels, weight_shape["H"], weight_shape["W"],
                     tuple(int(s) for s in attrs.strides), tuple(int(p) for p in attrs.padding),
                     tuple(int(d) for d in attrs.dilation), int(attrs.groups), layout,
-                    call.args[0].ty.dtype, weight_dtype, out_dtype if out_dtype != "void" else call.ty.dtype)
+                    data_dtype, weight_dtype, out_dtype if out_dtype != "void" else str(call.ty.dtype))
 
 
 def to_oihw(weight: np.ndarray, kernel_layout: str) -> np.ndarray:
