@@ -71,7 +71,7 @@ def main() -> None:
     out.write_text(json.dumps({"rows": rows, "cpu": cpu_model(), "cores": os.cpu_count(),
                                "accuracy_samples": args.max_samples, "date": time.strftime("%Y-%m-%d %H:%M")},
                               indent=1))
-    print(f"\n| model | compression | accuracy | size (MB) | latency (ms) | vs none |\n|---|---|---|---|---|---|")
+    print("\n| model | compression | accuracy | size (MB) | latency (ms) | vs none |\n|---|---|---|---|---|---|")
     for row in rows:
         base = next(r for r in rows if r["model"] == row["model"] and r["compression"] == "none")
         print(f"| {row['model']} | {row['compression']} | {row['accuracy']:.3f} | {row['size_bytes'] / 1e6:.2f} | "

@@ -84,6 +84,15 @@ def test_dense_algorithm_matches_pytorch_on_every_model_convolution(shapes, conv
     assert len(record["convolutions"]) == len(shapes)
 
 
+@pytest.mark.parametrize("layout", ["NCHW", "NHWC"])
+@pytest.mark.parametrize("tile", [2, 4])
+def test_winograd_matches_pytorch_on_every_model_convolution_it_applies_to(shapes, tile, layout):
+    eligible = [s for s in shapes if (s.kernel_h, s.kernel_w, s.stride, s.dilation, s.groups) == (3, 3, (1, 1), (1, 1), 1)]
+    assert len(eligible) >= 10
+    record = check_every_shape(eligible, {"conv": "winograd", "tile": tile, "layout": layout, "format": "dense"})
+    assert record["convolutions_by_algorithm"] == {"winograd": len(eligible)}
+
+
 @pytest.mark.parametrize("layout,sparsity", [("NCHW", 0.5), ("NHWC", 0.9)])
 @pytest.mark.parametrize("conv", ["direct", "gemm", "spatial_pack"])
 def test_sparse_algorithm_matches_pytorch_on_every_model_convolution(shapes, conv, layout, sparsity):
@@ -105,7 +114,7 @@ def randomised_model(architecture: str) -> torch.nn.Module:
 
 
 @pytest.mark.parametrize("conv,layout", [("direct", "NCHW"), ("direct", "NHWC"), ("gemm", "NCHW"),
-                                         ("spatial_pack", "NCHW")])
+                                         ("spatial_pack", "NCHW"), ("winograd", "NCHW")])
 @pytest.mark.parametrize("architecture", ["resnet18", "mobilenet_v2"])
 def test_whole_model_matches_pytorch(architecture, conv, layout):
     model = randomised_model(architecture)

@@ -22,12 +22,12 @@ TECHNIQUES = {
 }
 
 
-def _config(architecture: str, technique: str) -> dict:
+def _config(architecture: str, technique: str, **algorithm: str) -> dict:
     return {"dataset.name": "digits", "dataset.image_size": 32, "dataset.val_fraction": 0.2,
             "dataset.split_seed": 0, "model.architecture": architecture, "model.epochs": 1,
             "model.learning_rate": 0.05, "model.batch_size": 64, "model.seed": 0, "model.weights": "",
             "compression.technique": technique, **TECHNIQUES[technique], "algorithm.conv": "direct",
-            "software.compiler": "tvm", "software.tuning": "untuned", "hardware.device": "host-cpu",
+            **{f"algorithm.{key}": value for key, value in algorithm.items()}, "software.compiler": "tvm", "software.tuning": "untuned", "hardware.device": "host-cpu",
             "hardware.threads": 2}
 
 
@@ -82,6 +82,33 @@ def test_channel_pruned_resnet18_keeps_residual_shapes(shared_cache):
     record = result["attributes"]["compression"]
     assert record["channels_after"] < record["channels_before"]
     assert result["attributes"]["verification"]["top1_agreement"] == 1.0
+
+
+@pytest.mark.slow
+def test_sparse_trial_deploys_csr_weights_and_matches_pytorch(shared_cache):
+    sparse = execute(_config("mobilenet_v2", "weight_pruning", conv="gemm", format="sparse"), SETTINGS,
+                     str(shared_cache))
+    dense = execute(_config("mobilenet_v2", "weight_pruning", conv="gemm"), SETTINGS, str(shared_cache))
+    build = sparse["attributes"]["build"]
+    assert sparse["attributes"]["verification"]["top1_agreement"] == 1.0
+    assert build["convolutions_by_algorithm"] == {"sparse_gemm": 35, "direct": 17}  # depthwise stay dense
+    assert sum(build["algorithm_fallbacks"].values()) == 17
+    assert {c["algorithm"] for c in build["convolutions"]} == {"sparse_gemm", "direct"}
+    # 70% zeros: CSR stores 4-byte values + 4-byte column indices of the 30% nonzeros
+    assert sparse["values"]["size_bytes"] < 0.8 * dense["values"]["size_bytes"]
+    assert sparse["values"]["accuracy"] == pytest.approx(dense["values"]["accuracy"], abs=0.04)  # same model
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("technique,conv,layout", [("int8", "spatial_pack", "NHWC"), ("int8", "gemm", "NCHW"),
+                                                   ("fp16", "winograd", "NCHW"), ("fp16", "gemm", "NHWC")])
+def test_quantized_trials_run_every_algorithm(technique, conv, layout, shared_cache):
+    result = execute(_config("resnet18", technique, conv=conv, layout=layout), SETTINGS, str(shared_cache))
+    attrs = result["attributes"]
+    assert attrs["verification"]["max_abs_error"] <= attrs["verification"]["allowed_error"]
+    assert attrs["build"]["convolutions_by_algorithm"].get(conv, 0) > 0
+    if technique == "int8":
+        assert attrs["build"]["int8_layers"] == 21
 
 
 def test_fold_batchnorm_keeps_pruned_zeros():

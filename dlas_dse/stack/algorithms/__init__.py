@@ -3,7 +3,7 @@ chosen algorithm (direct, gemm, spatial_pack, winograd), data layout (NCHW, NHWC
 format (dense, sparse CSR), each with a default schedule written by the project."""
 
 from dlas_dse.registry import ALGORITHMS, Rule
-from dlas_dse.stack.algorithms import direct, gemm, spatial_pack  # noqa: F401  (registration order = default first)
+from dlas_dse.stack.algorithms import direct, gemm, spatial_pack, winograd  # noqa: F401  (registration order = default first)
 from dlas_dse.stack.algorithms.rewrite import apply_algorithm, convolutions
 from dlas_dse.stack.algorithms.schedule import untuned_pipeline
 
@@ -11,6 +11,8 @@ ALGORITHMS.rules += [
     Rule("sparse-needs-weight-pruning", {"algorithm.format": ("sparse",)},
          {"compression.technique": ("weight_pruning",)},
          "sparse (CSR) weights only pay off for a weight-pruned model"),
+    Rule("winograd-is-dense", {"algorithm.conv": ("winograd",), "algorithm.format": ("sparse",)}, {},
+         "winograd transforms the weights into a dense tile space; it has no sparse variant"),
 ]
 
 __all__ = ["apply_algorithm", "convolutions", "untuned_pipeline"]

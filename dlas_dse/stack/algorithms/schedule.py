@@ -91,6 +91,16 @@ def parallelize(sch: s_tir.Schedule, block, vector_bits: int | None = None) -> N
         sch.parallel(sch.fuse(*loops[:outer]) if outer > 1 else loops[0])
 
 
+def vectorize_write_back(sch: s_tir.Schedule, write_back, lanes_limit: int) -> None:
+    """Vectorize the innermost loop of a write-back block computed at its tile's parallel loop
+    (not that loop itself: its own loops may all have vanished when the tile is a single element)."""
+    own = sch.get_loops(write_back)[1:]
+    if own:
+        factor = largest_divisor(int(sch.get(own[-1]).extent), lanes_limit)
+        if factor > 1:
+            sch.vectorize(sch.split(own[-1], [None, factor])[1])
+
+
 def tile_reduction(sch: s_tir.Schedule, block, vector_bits: int, vector_axis: int, register_axis: int | None,
                    register_tile: int = ACCUMULATORS) -> None:
     """The register-tiled schedule every dense algorithm shares: split the spatial loop
@@ -117,9 +127,7 @@ def tile_reduction(sch: s_tir.Schedule, block, vector_bits: int, vector_axis: in
     if len(inner) == 2:
         sch.unroll(inner[0])
     sch.vectorize(inner[-1])
-    write_loops = sch.get_loops(write_back)
-    if int(sch.get(write_loops[-1]).extent) > 1:
-        sch.vectorize(write_loops[-1])
+    vectorize_write_back(sch, write_back, vector)
     if len(loops) > spatial:
         sch.decompose_reduction(block, loops[spatial])
 

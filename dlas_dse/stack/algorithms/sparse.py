@@ -22,7 +22,7 @@ from tvm import te
 from dlas_dse.stack.algorithms.conv import ConvSpec, pad_input, reduction_indices
 from dlas_dse.stack.algorithms.lowering import Lowering, NotApplicable
 from dlas_dse.stack.algorithms.schedule import (ACCUMULATORS, default_schedule, inline_consumers,
-                                                largest_divisor, lanes, tile_reduction)
+                                                largest_divisor, lanes, tile_reduction, vectorize_write_back)
 
 PACK_TILE = 128
 """Largest spatial tile of ``sparse_spatial_pack`` (the register tile of its product)."""
@@ -169,5 +169,5 @@ def schedule_sparse_rows(sch, block, vector_bits: int) -> None:
     sch.reverse_compute_at(write_back, fused)
     sch.unroll(register)
     sch.vectorize(lane)
-    sch.vectorize(sch.split(sch.get_loops(write_back)[-1], [None, vector])[1])
+    vectorize_write_back(sch, write_back, vector)
     sch.decompose_reduction(block, nonzero)
