@@ -33,7 +33,7 @@ import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 
 from dlas_dse.registry import ALGORITHMS, MODELS  # noqa: E402
-from dlas_dse.stack.algorithms import apply_algorithm, convolutions, untuned_pipeline  # noqa: E402
+from dlas_dse.stack.algorithms import apply_algorithm, convolutions, build_pipeline  # noqa: E402
 from dlas_dse.stack.algorithms.conv import conv_module, spec_from_call  # noqa: E402
 from dlas_dse.stack.compiler import fold_batchnorm, to_relax  # noqa: E402
 from dlas_dse.stack.hardware import cpu_model, host_cpu  # noqa: E402
@@ -81,7 +81,7 @@ class Timer:
 
 def build(mod: tvm.IRModule, scheduled: bool = True) -> relax.VirtualMachine:
     target = host_cpu({"threads": 1}).tvm_target()
-    pipeline = untuned_pipeline(target) if scheduled else "default"
+    pipeline = build_pipeline(target) if scheduled else "default"
     return relax.VirtualMachine(tvm.compile(mod, target, relax_pipeline=pipeline), tvm.cpu())
 
 

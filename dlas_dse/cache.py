@@ -53,7 +53,8 @@ class ArtifactCache:
         return (self.path(stage, key) / COMPLETE_MARKER).exists()
 
     @contextmanager
-    def _lock(self, stage: str, key: str) -> Iterator[None]:
+    def lock(self, stage: str, key: str) -> Iterator[None]:
+        """Hold an exclusive lock on ``key`` of ``stage`` (across processes on this file system)."""
         lock_dir = self.root / stage
         lock_dir.mkdir(parents=True, exist_ok=True)
         with open(lock_dir / f".{key}.lock", "w") as handle:
@@ -71,7 +72,7 @@ class ArtifactCache:
         final = self.path(stage, key)
         if self.contains(stage, key):
             return final, True
-        with self._lock(stage, key):
+        with self.lock(stage, key):
             if self.contains(stage, key):
                 return final, True
             for stale in final.parent.glob(f"{key}.tmp-*"):  # left by a killed builder; we hold the lock

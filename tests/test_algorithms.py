@@ -11,7 +11,7 @@ import tvm
 from tvm import relax
 
 from dlas_dse.registry import MODELS
-from dlas_dse.stack.algorithms import apply_algorithm, convolutions, untuned_pipeline
+from dlas_dse.stack.algorithms import apply_algorithm, convolutions, build_pipeline
 from dlas_dse.stack.algorithms.conv import ConvSpec, conv_module, spec_from_call
 from dlas_dse.stack.compiler import fold_batchnorm, to_relax
 
@@ -53,7 +53,7 @@ def check_every_shape(specs: list[ConvSpec], params: dict, sparsity: float = 0.0
     rng = np.random.default_rng(0)
     weights = [random_weight(spec, rng, sparsity) for spec in specs]
     mod, record = apply_algorithm(conv_module(specs, weights), params)
-    vm = relax.VirtualMachine(tvm.compile(mod, TARGET, relax_pipeline=untuned_pipeline(TARGET)), tvm.cpu())
+    vm = relax.VirtualMachine(tvm.compile(mod, TARGET, relax_pipeline=build_pipeline(TARGET)), tvm.cpu())
     errors = {}
     for index, (spec, weight) in enumerate(zip(specs, weights)):
         data = rng.standard_normal((spec.batch, spec.in_channels, spec.height, spec.width)).astype(np.float32)
@@ -122,7 +122,7 @@ def test_whole_model_matches_pytorch(architecture, conv, layout):
     with torch.no_grad():
         expected = fold_batchnorm(model)(images).numpy()
     mod, record = apply_algorithm(to_relax(model, (2, 3, 32, 32)), {"conv": conv, "layout": layout, "format": "dense"})
-    vm = relax.VirtualMachine(tvm.compile(mod, TARGET, relax_pipeline=untuned_pipeline(TARGET)), tvm.cpu())
+    vm = relax.VirtualMachine(tvm.compile(mod, TARGET, relax_pipeline=build_pipeline(TARGET)), tvm.cpu())
     out = vm["main"](tvm.runtime.tensor(images.numpy()))
     logits = (out[0] if not hasattr(out, "numpy") else out).numpy()
     assert np.abs(logits - expected).max() <= TOLERANCE * np.abs(expected).max()

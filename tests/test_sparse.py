@@ -9,7 +9,7 @@ import torch
 import tvm
 from tvm import relax
 
-from dlas_dse.stack.algorithms import apply_algorithm, untuned_pipeline
+from dlas_dse.stack.algorithms import apply_algorithm, build_pipeline
 from dlas_dse.stack.algorithms.conv import ConvSpec
 from dlas_dse.stack.algorithms.lowering import NotApplicable
 from dlas_dse.stack.algorithms.sparse import sparse_lowering
@@ -53,7 +53,7 @@ def test_sparse_kernel_matches_pytorch(conv, layout, case):
                                   {"conv": conv, "layout": layout, "format": "sparse"})
     assert record["convolutions_by_algorithm"] == {f"sparse_{conv}": 1}
     assert record["algorithm_fallbacks"] == {}
-    vm = relax.VirtualMachine(tvm.compile(mod, TARGET, relax_pipeline=untuned_pipeline(TARGET)), tvm.cpu())
+    vm = relax.VirtualMachine(tvm.compile(mod, TARGET, relax_pipeline=build_pipeline(TARGET)), tvm.cpu())
     data = torch.randn(batch, channels, size, size)
     out = vm["main"](tvm.runtime.tensor(data.numpy()))
     with torch.no_grad():

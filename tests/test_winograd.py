@@ -11,7 +11,7 @@ import torch.nn.functional as F
 import tvm
 from tvm import relax
 
-from dlas_dse.stack.algorithms import apply_algorithm, untuned_pipeline
+from dlas_dse.stack.algorithms import apply_algorithm, build_pipeline
 from dlas_dse.stack.algorithms.conv import ConvSpec
 from dlas_dse.stack.algorithms.lowering import NotApplicable
 from dlas_dse.stack.algorithms.winograd import transform_matrices, winograd
@@ -30,7 +30,7 @@ def build(module: nn.Module, shape: tuple[int, ...], params: dict) -> tuple[np.n
     target = tvm.target.Target({"kind": "llvm", "mcpu": str(tvm.target.codegen.llvm_get_system_cpu()),
                                 "num-cores": 2})
     mod, record = apply_algorithm(to_relax(module.eval(), shape), {"format": "dense", **params})
-    machine = relax.VirtualMachine(tvm.compile(mod, target, relax_pipeline=untuned_pipeline(target)), tvm.cpu())
+    machine = relax.VirtualMachine(tvm.compile(mod, target, relax_pipeline=build_pipeline(target)), tvm.cpu())
     data = torch.randn(shape)
     output = machine["main"](tvm.runtime.tensor(data.numpy()))
     output = output if hasattr(output, "numpy") else output[0]

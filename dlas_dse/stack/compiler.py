@@ -25,10 +25,12 @@ from tvm.relax.frontend.torch import from_exported_program
 from dlas_dse.cache import ArtifactCache, code_fingerprint
 from dlas_dse.registry import COMPILERS, Param
 from dlas_dse.stack import algorithms
-from dlas_dse.stack.algorithms import apply_algorithm, untuned_pipeline
+from dlas_dse.stack.algorithms import apply_algorithm, build_pipeline
+from dlas_dse.stack.datasets import Dataset
 from dlas_dse.stack.hardware import Device
 from dlas_dse.stack.precision import PRECISIONS
 from dlas_dse.stack.relax_util import visit_functions
+from dlas_dse.stack.tuning import TuningBudget, TuningDatabase, tune
 
 
 class Executable(ABC):
@@ -59,6 +61,12 @@ class BuildRequest:
     device: Device
     precision: str = "float32"
     calibration: dict | None = None
+    tune: bool = True
+    """Whether the build may spend time tuning (evaluation builds reuse the tuning database only)."""
+    dataset: Dataset | None = None
+    """The trial's data, for compilers that calibrate int8 themselves (onnxruntime)."""
+    compression: dict | None = None
+    """The layer-3 parameters (e.g. int8's calibration_images)."""
 
 
 class TVMExecutable(Executable):
@@ -141,15 +149,38 @@ def count_macs(mod: tvm.IRModule) -> int:
     return total
 
 
-@COMPILERS.register("tvm", tuning=Param(str, default="untuned", choices=("untuned",),
-                                        help="untuned: TVM's default lowering, no auto-scheduling"))
+def _schedule(mod: tvm.IRModule, request: BuildRequest, cache: ArtifactCache) -> tuple[tvm.ir.transform.Pass, dict]:
+    """The build pipeline for ``request.software``'s tuning, after tuning what the shared
+    database lacks (an evaluation build, ``request.tune`` false, uses the database as it is)."""
+    target = request.device.tvm_target()
+    software, default_scheduled = request.software, []
+    if software["tuning"] == "untuned":
+        return build_pipeline(target, scheduled=default_scheduled), {"default_scheduled": default_scheduled}
+    if request.tune:
+        budget = TuningBudget(software["trials_per_task"], software["max_trials"], software["tuning_timeout_s"])
+        database, record = tune(mod, target, cache, budget)
+    else:
+        database, record = TuningDatabase(cache, target).open(), {"tuned_tasks": 0, "note": "database only"}
+    return build_pipeline(target, database, default_scheduled), {**record, "default_scheduled": default_scheduled}
+
+
+@COMPILERS.register(
+    "tvm",
+    tuning=Param(str, default="untuned", choices=("untuned", "metaschedule"),
+                 help="untuned: the project's default schedule per algorithm; metaschedule: auto-scheduling "
+                      "(XGBoost cost model, evolutionary search) with the per-target shared database"),
+    trials_per_task=Param(int, default=16, low=1, high=100000, help="measured candidates per tuning task"),
+    max_trials=Param(int, default=0, low=0, help="cap on measured candidates over all tasks (0: no cap)"),
+    tuning_timeout_s=Param(float, default=0.0, low=0.0, help="stop tuning after this many seconds (0: no limit)"))
 def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executable, dict]:
-    """Apache TVM (Relax): torch.export import, layer-4 rewrite, build for the device's target."""
+    """Apache TVM (Relax): torch.export import, layer-4 rewrite, default schedules or MetaSchedule
+    tuning, build for the device's target."""
     inputs = {"model": request.model_key, "batch_size": request.batch_size, "precision": request.precision,
+              "tune": request.tune,
               "algorithm": request.algorithm, "software": request.software,
               "target": request.device.target, "tvm": tvm.__version__,
               "code": code_fingerprint(sys.modules[__name__], sys.modules[PRECISIONS["int8"].lower.__module__],
-                                       sys.modules[visit_functions.__module__],
+                                       sys.modules[visit_functions.__module__], sys.modules[tune.__module__],
                                        *algorithm_modules())}
 
     def create(directory: Path) -> dict:
@@ -158,12 +189,12 @@ def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executabl
         profile = {"macs": count_macs(mod) // request.batch_size,
                    "input_dtype": str(next(request.model.parameters()).dtype).replace("torch.", "")}
         mod, precision_record = PRECISIONS[request.precision].lower(mod, folded, request.calibration or {})
-        profile["deployed_bytes"] = deployed_bytes(mod)
         mod, algorithm_record = apply_algorithm(mod, request.algorithm)
-        target = request.device.tvm_target()
-        executable = tvm.compile(mod, target, relax_pipeline=untuned_pipeline(target))
-        executable.export_library(str(directory / "model.so"))
-        return {**profile, **precision_record, **algorithm_record}
+        profile["deployed_bytes"] = deployed_bytes(mod)  # as deployed: CSR arrays, winograd-transformed weights
+        pipeline, tuning = _schedule(mod, request, cache)
+        tvm.compile(mod, request.device.tvm_target(), relax_pipeline=pipeline).export_library(
+            str(directory / "model.so"))
+        return {**profile, **precision_record, **algorithm_record, "tuning": tuning}
 
     started = time.perf_counter()
     directory, hit = cache.get_or_create("build", inputs, create)
@@ -172,7 +203,8 @@ def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executabl
                                metadata["input_dtype"])
     record = {"hit": hit, "build_key": directory.name, "seconds": time.perf_counter() - started,
               "deployed_bytes": metadata["deployed_bytes"], "macs": metadata["macs"],
-              **{k: metadata[k] for k in ("convolutions_by_algorithm", "algorithm_fallbacks", "convolutions")},
+              **{k: metadata[k] for k in ("convolutions_by_algorithm", "algorithm_fallbacks", "convolutions",
+                                          "tuning")},
               **{k: metadata[k] for k in ("int8_layers", "float_layers") if k in metadata}}
     return executable, record
 

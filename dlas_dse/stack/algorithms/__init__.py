@@ -5,7 +5,7 @@ format (dense, sparse CSR), each with a default schedule written by the project.
 from dlas_dse.registry import ALGORITHMS, Rule
 from dlas_dse.stack.algorithms import direct, gemm, spatial_pack, winograd  # noqa: F401  (registration order = default first)
 from dlas_dse.stack.algorithms.rewrite import apply_algorithm, convolutions
-from dlas_dse.stack.algorithms.schedule import untuned_pipeline
+from dlas_dse.stack.algorithms.schedule import build_pipeline
 
 ALGORITHMS.rules += [
     Rule("sparse-needs-weight-pruning", {"algorithm.format": ("sparse",)},
@@ -15,4 +15,4 @@ ALGORITHMS.rules += [
          "winograd transforms the weights into a dense tile space; it has no sparse variant"),
 ]
 
-__all__ = ["apply_algorithm", "convolutions", "untuned_pipeline"]
+__all__ = ["apply_algorithm", "convolutions", "build_pipeline"]

@@ -2,13 +2,15 @@
 
 TVM 0.27 has no default CPU schedule for convolutions, so each algorithm tags its main compute
 block with ``{"dlas.schedule": name}`` and registers, under that name, a schedule written for it
-(:func:`default_schedule`). :func:`untuned_pipeline` is TVM's CPU pipeline with one extra pass
-after operator fusion: every PrimFunc gets its algorithm's schedule, or a generic one (parallel
-outer loops) when it holds no tagged block (pooling, elementwise, dense layers).
+(:func:`default_schedule`). :func:`build_pipeline` is TVM's CPU pipeline with one extra pass
+after operator fusion (and after MetaSchedule's tuned schedules, when tuning): every PrimFunc not
+yet scheduled gets its algorithm's schedule, or a generic one (parallel outer loops) when it holds
+no tagged block (pooling, elementwise, dense layers).
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Callable
 
@@ -18,6 +20,8 @@ from tvm.relax.backend.cpu_generic.pipeline import (dataflow_lower_passes, final
                                                      legalize_passes, library_dispatch_passes)
 
 SCHEDULE_KEY = "dlas.schedule"
+IS_SCHEDULED = "tirx.is_scheduled"
+"""PrimFunc attribute marking a function as scheduled (by MetaSchedule or by this module)."""
 ACCUMULATORS = 8
 """Vector registers a register tile may hold as accumulators (x86 and AArch64 have ≥ 16)."""
 PARALLEL_GRAIN = 64
@@ -152,33 +156,47 @@ def schedule_function(func: tvm.tirx.PrimFunc, vector_bits: int) -> tvm.tirx.Pri
                 parallelize(sch, block, vector_bits)
             except s_tir.schedule.ScheduleError:
                 continue
-    return sch.mod["main"].with_attr("tir.is_scheduled", True)
+    return sch.mod["main"].with_attr(IS_SCHEDULED, True)
 
 
-def apply_default_schedules(vector_bits: int) -> tvm.transform.Pass:
-    """A module pass giving every unscheduled PrimFunc its default schedule."""
+def apply_default_schedules(vector_bits: int, scheduled: list[str] | None = None) -> tvm.transform.Pass:
+    """A module pass giving every unscheduled PrimFunc its default schedule (their names are
+    appended to ``scheduled`` when given)."""
 
     @tvm.transform.module_pass(opt_level=0, name="DlasDefaultSchedules")
     def apply(mod: tvm.IRModule, _context) -> tvm.IRModule:
         updated = tvm.IRModule(mod.functions, attrs=mod.attrs)
         for global_var, func in mod.functions.items():
-            if isinstance(func, tvm.tirx.PrimFunc) and not func.attrs.get("tir.is_scheduled", False):
+            if isinstance(func, tvm.tirx.PrimFunc) and not func.attrs.get(IS_SCHEDULED, False):
                 updated[global_var] = schedule_function(func.with_attr("global_symbol", global_var.name_hint),
                                                         vector_bits)
+                if scheduled is not None:
+                    scheduled.append(global_var.name_hint)
         return updated
 
     return apply
 
 
-def untuned_pipeline(target: tvm.target.Target) -> tvm.transform.Pass:
-    """TVM's CPU build pipeline with the project's default schedules after operator fusion."""
-    vector_bits = tvm.target.codegen.llvm_get_vector_width(target) if target.kind.name == "llvm" else 128
-    passes = (library_dispatch_passes(target) + legalize_passes(target) + [apply_default_schedules(vector_bits)]
-              + dataflow_lower_passes(target) + finalize_passes(target))
+def fuse_operators(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
+    """``mod`` as :func:`build_pipeline` has it when schedules are applied: operators legalized
+    to PrimFuncs and fused (the functions MetaSchedule tunes)."""
+    with target:
+        return tvm.transform.Sequential(library_dispatch_passes(target) + legalize_passes(target))(mod)
 
-    @tvm.transform.module_pass(opt_level=0, name="DlasUntunedPipeline")
+
+def build_pipeline(target: tvm.target.Target, database=None, scheduled: list[str] | None = None) -> tvm.transform.Pass:
+    """TVM's CPU build pipeline; after operator fusion, the functions a MetaSchedule ``database``
+    has records for get their tuned schedule and every other one the project's default schedule
+    (all of them without a database: the "untuned" build)."""
+    vector_bits = tvm.target.codegen.llvm_get_vector_width(target) if target.kind.name == "llvm" else 128
+
+    @tvm.transform.module_pass(opt_level=0, name="DlasBuildPipeline")
     def pipeline(mod: tvm.IRModule, _context) -> tvm.IRModule:
-        with target:
+        with target, (database if database is not None else contextlib.nullcontext()):
+            tuned = [relax.transform.MetaScheduleApplyDatabase()] if database is not None else []
+            passes = (library_dispatch_passes(target) + legalize_passes(target) + tuned
+                      + [apply_default_schedules(vector_bits, scheduled)]
+                      + dataflow_lower_passes(target) + finalize_passes(target))
             return tvm.transform.Sequential(passes)(mod)
 
     return pipeline

@@ -1,0 +1,141 @@
+"""Layer 5, auto-scheduling: MetaSchedule tuning with one database per target.
+
+The database lives in the artifact cache (``tuning/<target key>/``) and is shared by every trial,
+study and worker using that cache: a task (a fused PrimFunc, identified structurally) that has a
+valid record is never tuned again. Tuning itself runs into a private database; its records are
+merged into the shared one under a file lock, so concurrent workers never interleave writes.
+A task MetaSchedule cannot tune (e.g. a data-dependent sparse loop) keeps the project's default
+schedule, and the record says so.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import tvm
+from tvm.s_tir import meta_schedule as ms
+from tvm.ir.utils import derived_object
+
+from dlas_dse.cache import ArtifactCache, content_key
+from dlas_dse.stack.algorithms.schedule import fuse_operators
+
+STAGE = "tuning"
+FAILED_RUN_SECONDS = 1e9
+"""MetaSchedule records a candidate that failed to build or run with a huge run time."""
+
+
+@dataclass(frozen=True)
+class TuningBudget:
+    """How much measuring one build may spend: trials per task, a cap over all tasks (0: none
+    beyond trials per task), and a time limit in seconds (0: none)."""
+
+    trials_per_task: int
+    max_trials: int = 0
+    timeout_s: float = 0.0
+
+
+class TuningDatabase:
+    """The shared database of one target, in the artifact cache."""
+
+    def __init__(self, cache: ArtifactCache, target: tvm.target.Target):
+        self.cache = cache
+        self.key = content_key({"target": str(target), "tvm": tvm.__version__})
+        self.directory = cache.path(STAGE, self.key)
+        self.directory.mkdir(parents=True, exist_ok=True)
+
+    def open(self) -> ms.database.JSONDatabase:
+        """The database as it is on disk now."""
+        return ms.database.JSONDatabase(str(self.directory / "workloads.json"),
+                                        str(self.directory / "records.json"))
+
+    def tuned(self, tasks: list) -> set[str]:
+        """Names of ``tasks`` that already have a valid record."""
+        with self.cache.lock(STAGE, self.key):
+            database = self.open()
+            return {task.task_name for task in tasks
+                    if database.has_workload(task.dispatched[0]) and any(
+                        _valid(record) for record in database.get_top_k(database.commit_workload(task.dispatched[0]), 1))}
+
+    def merge(self, private: ms.database.Database) -> int:
+        """Add ``private``'s valid records; returns how many."""
+        records = [record for record in private.get_all_tuning_records() if _valid(record)]
+        with self.cache.lock(STAGE, self.key):
+            shared = self.open()
+            for record in records:
+                shared.commit_tuning_record(ms.database.TuningRecord(
+                    record.trace, shared.commit_workload(record.workload.mod), record.run_secs,
+                    record.target, record.args_info))
+        return len(records)
+
+
+def _valid(record: ms.database.TuningRecord) -> bool:
+    return bool(record.run_secs) and all(float(s) < FAILED_RUN_SECONDS for s in record.run_secs)
+
+
+@derived_object
+class _Deadline(ms.measure_callback.PyMeasureCallback):
+    """Stops every task once the tuning time limit has passed."""
+
+    def __init__(self, deadline: float, task_count: int):
+        super().__init__()
+        self.deadline, self.task_count = deadline, task_count
+
+    def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results) -> None:
+        if time.monotonic() > self.deadline:
+            for task in range(self.task_count):
+                task_scheduler.terminate_task(task)
+
+
+def _tunable(contexts: list) -> tuple[list, dict[str, str]]:
+    """The contexts MetaSchedule can generate a design space for, and why the others cannot."""
+    kept, skipped = [], {}
+    for context in contexts:
+        try:
+            if not context.generate_design_space():
+                raise ValueError("empty design space")
+            kept.append(context)
+        except Exception as error:  # noqa: BLE001  (any failure means: keep the default schedule)
+            skipped[context.task_name] = f"{type(error).__name__}: {str(error).splitlines()[0][:200]}"
+    return kept, skipped
+
+
+def tune(mod: tvm.IRModule, target: tvm.target.Target, cache: ArtifactCache, budget: TuningBudget,
+         seed: int = 0) -> tuple[ms.database.Database, dict]:
+    """Tune the tasks of ``mod`` that the shared database lacks; returns the database to build
+    with and a record (tasks, database hits, measured candidates, tasks left to default schedules)."""
+    started = time.perf_counter()
+    shared = TuningDatabase(cache, target)
+    tasks = ms.relax_integration.extract_tasks(fuse_operators(mod, target), target)
+    hits = shared.tuned(tasks)
+    missing = [task for task in tasks if task.task_name not in hits]
+    record = {"tasks": len(tasks), "database_hits": len(hits), "tuned_tasks": 0, "measured_candidates": 0,
+              "new_records": 0, "default_schedule_tasks": {}}
+    if missing:
+        work_dir = Path(tempfile.mkdtemp(prefix="run-", dir=shared.directory))
+        try:
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(missing, str(work_dir), seed=seed)
+            tunable, record["default_schedule_tasks"] = _tunable(contexts)
+            weights = [w for c, w in zip(contexts, weights) if c in tunable]
+            if tunable:
+                private = ms.database.JSONDatabase(str(work_dir / "workloads.json"), str(work_dir / "records.json"))
+                max_trials = budget.trials_per_task * len(tunable)
+                callbacks = ms.measure_callback.MeasureCallback.create("default")
+                if budget.timeout_s:
+                    callbacks.append(_Deadline(time.monotonic() + budget.timeout_s, len(tunable)))
+                ms.tune_tasks(tasks=tunable, task_weights=weights, work_dir=str(work_dir),
+                              max_trials_global=min(max_trials, budget.max_trials or max_trials),
+                              max_trials_per_task=budget.trials_per_task,
+                              num_trials_per_iter=min(budget.trials_per_task, 64),
+                              builder=ms.builder.LocalBuilder(timeout_sec=300),
+                              runner=ms.runner.LocalRunner(timeout_sec=120),
+                              database=private, measure_callbacks=callbacks)
+                record.update(tuned_tasks=len(tunable), measured_candidates=len(private.get_all_tuning_records()),
+                              new_records=shared.merge(private))
+        finally:
+            shutil.rmtree(work_dir, ignore_errors=True)
+    record["seconds"] = time.perf_counter() - started
+    return shared.open(), record
