@@ -10,11 +10,18 @@ schedule, and the record says so.
 
 from __future__ import annotations
 
+import contextlib
+import importlib
+import inspect
+import linecache
+import logging
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterator
 
 import tvm
 from tvm.s_tir import meta_schedule as ms
@@ -24,6 +31,8 @@ from dlas_dse.cache import ArtifactCache, content_key
 from dlas_dse.stack.algorithms.schedule import fuse_operators
 
 STAGE = "tuning"
+LOGGER = logging.getLogger("dlas_dse.tuning")
+"""MetaSchedule's per-task progress goes here (warnings and errors only, by default)."""
 FAILED_RUN_SECONDS = 1e9
 """MetaSchedule records a candidate that failed to build or run with a huge run time."""
 
@@ -90,6 +99,37 @@ class _Deadline(ms.measure_callback.PyMeasureCallback):
                 task_scheduler.terminate_task(task)
 
 
+@contextlib.contextmanager
+def _light_inspect_stack() -> Iterator[None]:
+    """``inspect.stack()`` without resolving each frame's module: importing TVM's tensor
+    intrinsics parses ~500 TVMScript functions, each calling ``inspect.stack()``, which otherwise
+    scans every loaded module for every frame (30-200 s with PyTorch loaded instead of ~4 s)."""
+    original = inspect.stack
+
+    def stack(context: int = 1) -> list[inspect.FrameInfo]:
+        frames, frame = [], sys._getframe(1)
+        while frame is not None:
+            line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
+            frames.append(inspect.FrameInfo(frame, frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name,
+                                            [line] if line else None, 0 if line else None, positions=None))
+            frame = frame.f_back
+        return frames
+
+    inspect.stack = stack
+    try:
+        yield
+    finally:
+        inspect.stack = original
+
+
+def load_tensor_intrinsics() -> None:
+    """Import ``tvm.s_tir.tensor_intrin`` (MetaSchedule needs it) quickly; also run in every
+    MetaSchedule builder process."""
+    if "tvm.s_tir.tensor_intrin" not in sys.modules:
+        with _light_inspect_stack():
+            importlib.import_module("tvm.s_tir.tensor_intrin")
+
+
 def _tunable(contexts: list) -> tuple[list, dict[str, str]]:
     """The contexts MetaSchedule can generate a design space for, and why the others cannot."""
     kept, skipped = [], {}
@@ -108,6 +148,7 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, cache: ArtifactCache, bud
     """Tune the tasks of ``mod`` that the shared database lacks; returns the database to build
     with and a record (tasks, database hits, measured candidates, tasks left to default schedules)."""
     started = time.perf_counter()
+    load_tensor_intrinsics()
     shared = TuningDatabase(cache, target)
     tasks = ms.relax_integration.extract_tasks(fuse_operators(mod, target), target)
     hits = shared.tuned(tasks)
@@ -117,7 +158,13 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, cache: ArtifactCache, bud
     if missing:
         work_dir = Path(tempfile.mkdtemp(prefix="run-", dir=shared.directory))
         try:
-            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(missing, str(work_dir), seed=seed)
+            population = min(512, max(64, 16 * budget.trials_per_task))  # small budgets need no huge population
+            strategy = ms.search_strategy.EvolutionarySearch(population_size=population,
+                                                             init_min_unmeasured=min(50, population // 4))
+            contexts = [ms.TuneContext(task.dispatched[0], target=task.target, space_generator="post-order-apply",
+                                       search_strategy=strategy, task_name=task.task_name, logger=LOGGER,
+                                       rand_state=seed + index).clone() for index, task in enumerate(missing)]
+            weights = [task.weight for task in missing]
             tunable, record["default_schedule_tasks"] = _tunable(contexts)
             weights = [w for c, w in zip(contexts, weights) if c in tunable]
             if tunable:
@@ -130,7 +177,7 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, cache: ArtifactCache, bud
                               max_trials_global=min(max_trials, budget.max_trials or max_trials),
                               max_trials_per_task=budget.trials_per_task,
                               num_trials_per_iter=min(budget.trials_per_task, 64),
-                              builder=ms.builder.LocalBuilder(timeout_sec=300),
+                              builder=ms.builder.LocalBuilder(timeout_sec=300, initializer=load_tensor_intrinsics),
                               runner=ms.runner.LocalRunner(timeout_sec=120),
                               database=private, measure_callbacks=callbacks)
                 record.update(tuned_tasks=len(tunable), measured_candidates=len(private.get_all_tuning_records()),
