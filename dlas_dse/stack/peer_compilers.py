@@ -1,0 +1,207 @@
+"""Layer 5 beside TVM: eager PyTorch and ONNX Runtime, on the same compressed model.
+
+Both deploy the BatchNorm-folded model at the compression's precision and report the TVM
+compiler's build record (cache hit, build key, seconds, deployed bytes, MACs). Neither applies
+layer-4 algorithms, and eager PyTorch has no int8 deployment: built-in rules keep those
+combinations out of every search space.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import onnx
+import onnxruntime
+import onnxscript
+import torch
+import torch.nn as nn
+from onnxruntime import quantization
+
+from dlas_dse.cache import ArtifactCache, code_fingerprint
+from dlas_dse.registry import COMPILERS, Rule
+from dlas_dse.stack.compiler import BuildRequest, Executable, count_macs, fold_batchnorm, to_relax
+from dlas_dse.stack.compression import calibrate_input_scales
+from dlas_dse.stack.relax_util import visit_functions
+
+FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+"""Precisions deployed as the model's own dtype (int8: ONNX Runtime quantises the float32 model)."""
+
+ORT_INT8_TOLERANCE = 0.3
+"""ORT's QDQ int8 (every layer's output quantised too, asymmetric) is not the project's int8
+arithmetic, so it is checked against the float model. On the digits models the compression's 5%
+does not hold: the largest |error| over 4 images (the default verification samples) reaches 19%
+(mobilenet_v2) and 11% (resnet18) of their largest logit, over one image up to 65%, while a wrong
+kernel is off by ~100%."""
+
+COMPILERS.rules += [
+    Rule("pytorch-has-no-int8", {"software.compiler": ("pytorch",), "compression.technique": ("int8",)}, {},
+         "eager PyTorch has no int8 deployment here; use compiler tvm or onnxruntime for int8"),
+    Rule("layer-4-needs-tvm", {"software.compiler": ("pytorch", "onnxruntime")},
+         {"algorithm.conv": ("direct",), "algorithm.layout": ("NCHW",), "algorithm.format": ("dense",)},
+         "layer-4 algorithms apply only to the tvm compiler"),
+]
+
+
+def _time(call: Callable[[], object], count: int) -> list[float]:
+    """Seconds of each of ``count`` calls."""
+    seconds = []
+    for _ in range(count):
+        started = time.perf_counter()
+        call()
+        seconds.append(time.perf_counter() - started)
+    return seconds
+
+
+def _folded(request: BuildRequest) -> nn.Module:
+    """The BatchNorm-folded model in its precision's dtype (float32 for int8, quantised later)."""
+    return fold_batchnorm(request.model).to(FLOAT_DTYPES.get(request.precision, torch.float32))
+
+
+def _build(request: BuildRequest, cache: ArtifactCache, versions: dict,
+           create: Callable[[Path], dict]) -> tuple[Path, dict]:
+    """Cache what ``create(directory)`` writes under the stage "build" (key: model, batch, precision,
+    compiler parameters, ``versions``, code); returns the directory and the build record shared
+    with the tvm compiler."""
+    inputs = {"model": request.model_key, "batch_size": request.batch_size, "precision": request.precision,
+              "software": request.software, "versions": {"torch": torch.__version__, **versions},
+              "code": code_fingerprint(sys.modules[__name__], sys.modules[BuildRequest.__module__],
+                                       sys.modules[visit_functions.__module__])}
+
+    def create_with_profile(directory: Path) -> dict:
+        return {"macs": count_macs(to_relax(request.model, (1, *request.image_shape))), **create(directory)}
+
+    started = time.perf_counter()
+    directory, hit = cache.get_or_create("build", inputs, create_with_profile)
+    metadata = cache.metadata(directory)
+    return directory, {"hit": hit, "build_key": directory.name, "seconds": time.perf_counter() - started,
+                       **{k: v for k, v in metadata.items() if k not in ("inputs", "seconds", "created")}}
+
+
+class PyTorchExecutable(Executable):
+    """Eager PyTorch in inference mode, with the device's thread count."""
+
+    def __init__(self, model: nn.Module, batch_size: int, threads: int):
+        self.model, self.batch_size, self.threads = model, batch_size, threads
+        self._dtype = next(model.parameters()).dtype
+
+    def _input(self, batch: np.ndarray) -> torch.Tensor:
+        torch.set_num_threads(self.threads)
+        return torch.from_numpy(np.ascontiguousarray(batch)).to(self._dtype)
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return self.model(self._input(batch)).float().numpy()
+
+    def time_runs(self, batch: np.ndarray, count: int) -> list[float]:
+        inputs = self._input(batch)
+        with torch.inference_mode():
+            return _time(lambda: self.model(inputs), count)
+
+
+@COMPILERS.register("pytorch")
+def pytorch_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executable, dict]:
+    """Eager PyTorch: the folded model in its precision's dtype (float32 or float16), no compilation."""
+    if request.precision not in FLOAT_DTYPES:
+        raise ValueError(f"eager PyTorch deploys {' or '.join(FLOAT_DTYPES)}, not {request.precision} "
+                         "(built-in rule pytorch-has-no-int8)")
+    model = _folded(request)
+
+    def create(directory: Path) -> dict:
+        return {"deployed_bytes": sum(p.numel() * p.element_size() for p in model.parameters())}
+
+    _, record = _build(request, cache, {}, create)
+    return PyTorchExecutable(model, request.batch_size, request.device.threads), record
+
+
+class OnnxRuntimeExecutable(Executable):
+    """An ONNX Runtime session on the CPU execution provider: the device's threads within an
+    operator, one across operators."""
+
+    def __init__(self, path: Path, threads: int, batch_size: int, input_dtype: str):
+        options = onnxruntime.SessionOptions()
+        options.intra_op_num_threads, options.inter_op_num_threads = threads, 1
+        self._session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        self._input_name = self._session.get_inputs()[0].name
+        self.batch_size, self._input_dtype = batch_size, input_dtype
+
+    def _feed(self, batch: np.ndarray) -> dict:
+        return {self._input_name: np.ascontiguousarray(batch, dtype=self._input_dtype)}
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        return self._session.run(None, self._feed(batch))[0].astype(np.float32)
+
+    def time_runs(self, batch: np.ndarray, count: int) -> list[float]:
+        feed = self._feed(batch)
+        return _time(lambda: self._session.run(None, feed), count)
+
+
+class _CalibrationImages(quantization.CalibrationDataReader):
+    """``images`` in batches of ``batch_size``; the last one wraps around to the first images, so
+    that every tensor's min/max (what MinMax calibration keeps) is the same at any batch size."""
+
+    def __init__(self, input_name: str, images: np.ndarray, batch_size: int):
+        self._batches = iter([{input_name: images[np.arange(start, start + batch_size) % len(images)]}
+                              for start in range(0, len(images), batch_size)])
+
+    def get_next(self) -> dict | None:
+        return next(self._batches, None)
+
+
+def calibration_images(request: BuildRequest) -> np.ndarray:
+    """The images the int8 compression calibrated on (its split and count), checked by recomputing
+    its input scales on them."""
+    if request.dataset is None or request.compression is None:
+        raise ValueError("onnxruntime int8 calibrates on the compression's images: the build request "
+                         "needs the dataset and the compression parameters")
+    source = request.dataset.train_x if len(request.dataset.train_y) else request.dataset.val_x
+    images = source[:request.compression["calibration_images"]]
+    scales = calibrate_input_scales(request.model, torch.from_numpy(images))
+    if scales.keys() != request.calibration.keys() or not all(
+            math.isclose(scales[name], request.calibration[name], rel_tol=1e-6) for name in scales):
+        raise ValueError("cannot find the images the int8 compression calibrated on")
+    return images
+
+
+def onnx_parameter_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the initializers that are parameters: not scalars (e.g. a ReLU6 bound) and not
+    int64 (ONNX's shape and axis operands)."""
+    return sum(onnx.numpy_helper.to_array(tensor).nbytes for tensor in model.graph.initializer
+               if len(tensor.dims) and tensor.data_type != onnx.TensorProto.INT64)
+
+
+@COMPILERS.register("onnxruntime")
+def onnxruntime_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executable, dict]:
+    """ONNX Runtime (CPU): torch.onnx (dynamo) export of the folded model; int8 by ORT's static QDQ
+    quantisation (per-channel symmetric int8 weights, int8 activations calibrated by MinMax on the
+    compression's calibration images); float16 as an fp16 model."""
+    quantized = request.precision == "int8"
+
+    def create(directory: Path) -> dict:
+        model = _folded(request)
+        dtype = next(model.parameters()).dtype
+        example = torch.zeros((request.batch_size, *request.image_shape), dtype=dtype)
+        program = torch.onnx.export(model, (example,), directory / "model.onnx", dynamo=True, verbose=False)
+        deployed = "model.onnx"
+        if quantized:
+            deployed = "model.int8.onnx"
+            reader = _CalibrationImages(program.model.graph.inputs[0].name, calibration_images(request),
+                                        request.batch_size)
+            quantization.quantize_static(
+                directory / "model.onnx", directory / deployed, reader, quant_format=quantization.QuantFormat.QDQ,
+                per_channel=True, activation_type=quantization.QuantType.QInt8,
+                weight_type=quantization.QuantType.QInt8, extra_options={"WeightSymmetric": True})
+        return {"deployed": deployed, "input_dtype": str(dtype).replace("torch.", ""),
+                "deployed_bytes": onnx_parameter_bytes(onnx.load(directory / deployed))}
+
+    directory, record = _build(request, cache, {"onnx": onnx.__version__, "onnxscript": onnxscript.__version__,
+                                                "onnxruntime": onnxruntime.__version__}, create)
+    if quantized:
+        record.update(verified_against="float32", tolerance=ORT_INT8_TOLERANCE)
+    executable = OnnxRuntimeExecutable(directory / record["deployed"], request.device.threads,
+                                       request.batch_size, record["input_dtype"])
+    return executable, record
