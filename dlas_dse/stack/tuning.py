@@ -173,13 +173,17 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, cache: ArtifactCache, bud
                 callbacks = ms.measure_callback.MeasureCallback.create("default")
                 if budget.timeout_s:
                     callbacks.append(_Deadline(time.monotonic() + budget.timeout_s, len(tunable)))
-                ms.tune_tasks(tasks=tunable, task_weights=weights, work_dir=str(work_dir),
-                              max_trials_global=min(max_trials, budget.max_trials or max_trials),
-                              max_trials_per_task=budget.trials_per_task,
-                              num_trials_per_iter=min(budget.trials_per_task, 64),
-                              builder=ms.builder.LocalBuilder(timeout_sec=300, initializer=load_tensor_intrinsics),
-                              runner=ms.runner.LocalRunner(timeout_sec=120),
-                              database=private, measure_callbacks=callbacks)
+                try:
+                    ms.tune_tasks(tasks=tunable, task_weights=weights, work_dir=str(work_dir),
+                                  max_trials_global=min(max_trials, budget.max_trials or max_trials),
+                                  max_trials_per_task=budget.trials_per_task,
+                                  num_trials_per_iter=min(budget.trials_per_task, 64),
+                                  builder=ms.builder.LocalBuilder(timeout_sec=300,
+                                                                  initializer=load_tensor_intrinsics),
+                                  runner=ms.runner.LocalRunner(timeout_sec=120),
+                                  database=private, measure_callbacks=callbacks)
+                except Exception as error:  # noqa: BLE001  (what was measured is kept; the rest keeps defaults)
+                    record["tuning_error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
                 record.update(tuned_tasks=len(tunable), measured_candidates=len(private.get_all_tuning_records()),
                               new_records=shared.merge(private))
         finally:
