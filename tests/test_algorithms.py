@@ -113,17 +113,34 @@ def randomised_model(architecture: str) -> torch.nn.Module:
     return model.eval()
 
 
+def check_model(architecture: str, conv: str, layout: str = "NCHW", batch: int = 1) -> dict:
+    """Compile the randomised ``architecture`` with one algorithm; it must match PyTorch."""
+    model = randomised_model(architecture)
+    images = torch.randn(batch, 3, 32, 32)
+    with torch.no_grad():
+        expected = fold_batchnorm(model)(images).numpy()
+    mod, record = apply_algorithm(to_relax(model, (batch, 3, 32, 32)), {"conv": conv, "layout": layout, "format": "dense"})
+    vm = relax.VirtualMachine(tvm.compile(mod, TARGET, relax_pipeline=build_pipeline(TARGET)), tvm.cpu())
+    out = vm["main"](tvm.runtime.tensor(images.numpy()))
+    logits = (out[0] if not hasattr(out, "numpy") else out).numpy()
+    assert np.abs(logits - expected).max() <= TOLERANCE * np.abs(expected).max(), f"{architecture} {conv} {layout}"
+    return record
+
+
 @pytest.mark.parametrize("conv,layout", [("direct", "NCHW"), ("direct", "NHWC"), ("gemm", "NCHW"),
                                          ("spatial_pack", "NCHW"), ("winograd", "NCHW")])
 @pytest.mark.parametrize("architecture", ["resnet18", "mobilenet_v2"])
 def test_whole_model_matches_pytorch(architecture, conv, layout):
-    model = randomised_model(architecture)
-    images = torch.randn(2, 3, 32, 32)
-    with torch.no_grad():
-        expected = fold_batchnorm(model)(images).numpy()
-    mod, record = apply_algorithm(to_relax(model, (2, 3, 32, 32)), {"conv": conv, "layout": layout, "format": "dense"})
-    vm = relax.VirtualMachine(tvm.compile(mod, TARGET, relax_pipeline=build_pipeline(TARGET)), tvm.cpu())
-    out = vm["main"](tvm.runtime.tensor(images.numpy()))
-    logits = (out[0] if not hasattr(out, "numpy") else out).numpy()
-    assert np.abs(logits - expected).max() <= TOLERANCE * np.abs(expected).max()
+    record = check_model(architecture, conv, layout, batch=2)
     assert record["convolutions_by_algorithm"].get(conv, 0) > 0
+
+
+@pytest.mark.parametrize("architecture,algorithms", [
+    ("resnet50", ("gemm", "spatial_pack", "winograd")), ("vgg16_bn", ("gemm", "spatial_pack", "winograd")),
+    ("efficientnet_b0", ("gemm", "spatial_pack", "winograd")), ("mnasnet1_0", ("gemm", "spatial_pack", "winograd")),
+    ("densenet121", ("winograd",))])  # direct: tests/test_models.py compiles all seven
+def test_other_models_match_pytorch_with_every_algorithm(architecture, algorithms):
+    """Fused epilogues differ by model (SiLU, squeeze-excitation, concatenation): each default
+    schedule must build them and stay exact."""
+    for conv in algorithms:
+        check_model(architecture, conv)

@@ -24,6 +24,8 @@ IS_SCHEDULED = "tirx.is_scheduled"
 """PrimFunc attribute marking a function as scheduled (by MetaSchedule or by this module)."""
 ACCUMULATORS = 8
 """Vector registers a register tile may hold as accumulators (x86 and AArch64 have ≥ 16)."""
+RUNTIME_ERRORS = RuntimeError
+"""What TVM raises when a schedule primitive does not apply (``ScheduleError`` and internal checks)."""
 PARALLEL_GRAIN = 64
 """Outer iterations a parallel loop should have to keep every core busy."""
 
@@ -70,7 +72,7 @@ def inline_consumers(sch: s_tir.Schedule, block) -> None:
             return
         try:
             sch.reverse_compute_inline(consumers[0])
-        except s_tir.schedule.ScheduleError:
+        except RUNTIME_ERRORS:  # ScheduleError, or an internal check failing on an unusual epilogue
             return
 
 
@@ -148,8 +150,12 @@ def schedule_function(func: tvm.tirx.PrimFunc, vector_bits: int) -> tvm.tirx.Pri
     root = sch.get_sblock("root")
     tagged = [(block, str(sch.get(block).annotations[SCHEDULE_KEY])) for block in sch.get_child_blocks(root)
               if SCHEDULE_KEY in sch.get(block).annotations]
-    for block, tag in tagged:
-        SCHEDULES[tag](sch, block, vector_bits)
+    try:
+        for block, tag in tagged:
+            SCHEDULES[tag](sch, block, vector_bits)
+    except RUNTIME_ERRORS:  # never a failed build: the generic schedule below is always valid
+        sch = s_tir.Schedule(func)
+        root = sch.get_sblock("root")
     for block in sch.get_child_blocks(root):
         if not _is_parallel(sch, block):
             try:
