@@ -176,7 +176,7 @@ def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executabl
     """Apache TVM (Relax): torch.export import, layer-4 rewrite, default schedules or MetaSchedule
     tuning, build for the device's target."""
     inputs = {"model": request.model_key, "batch_size": request.batch_size, "precision": request.precision,
-              "tune": request.tune,
+              "tune": request.tune and request.software["tuning"] != "untuned",  # untuned: one build either way
               "algorithm": request.algorithm, "software": request.software,
               "target": request.device.target, "tvm": tvm.__version__,
               "code": code_fingerprint(sys.modules[__name__], sys.modules[PRECISIONS["int8"].lower.__module__],

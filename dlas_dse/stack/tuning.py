@@ -103,7 +103,7 @@ class _Deadline(ms.measure_callback.PyMeasureCallback):
 def _light_inspect_stack() -> Iterator[None]:
     """``inspect.stack()`` without resolving each frame's module: importing TVM's tensor
     intrinsics parses ~500 TVMScript functions, each calling ``inspect.stack()``, which otherwise
-    scans every loaded module for every frame (30-200 s with PyTorch loaded instead of ~4 s)."""
+    scans every loaded module for every frame (minutes instead of seconds with PyTorch loaded)."""
     original = inspect.stack
 
     def stack(context: int = 1) -> list[inspect.FrameInfo]:
