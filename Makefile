@@ -2,9 +2,17 @@
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: install quickstart test benchmark clean
+.PHONY: install system-packages quickstart test benchmark clean
 
-install: $(VENV)/.installed
+SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
+SYSTEM_PACKAGES := gcc-aarch64-linux-gnu
+
+install: $(VENV)/.installed system-packages
+
+# Debian packages the project needs: the AArch64 cross compiler (edge-arm builds).
+system-packages:
+	@command -v aarch64-linux-gnu-gcc >/dev/null || { $(SUDO) apt-get update -qq && \
+		$(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); }
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)

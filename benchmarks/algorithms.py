@@ -16,9 +16,7 @@ Every compiled model is checked against PyTorch before it is timed.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,18 +24,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from common import ROOT, median_ms, random_model, save
 
 import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 
-from dlas_dse.registry import ALGORITHMS, MODELS  # noqa: E402
+from dlas_dse.registry import ALGORITHMS  # noqa: E402
 from dlas_dse.stack.algorithms import apply_algorithm, convolutions, build_pipeline  # noqa: E402
 from dlas_dse.stack.algorithms.conv import conv_module, spec_from_call  # noqa: E402
 from dlas_dse.stack.compiler import fold_batchnorm, to_relax  # noqa: E402
-from dlas_dse.stack.hardware import cpu_model, host_cpu  # noqa: E402
-from dlas_dse.stack.measurement import measure_latency  # noqa: E402
+from dlas_dse.stack.hardware import create_device  # noqa: E402
 
 SPARSITIES = (0.5, 0.8, 0.9, 0.95)
 SPARSE_ALGORITHMS = ("direct", "gemm", "spatial_pack")
@@ -45,15 +41,9 @@ SHAPE = (1, 3, 32, 32)
 
 
 def resnet18(sparsity: float = 0.0) -> torch.nn.Module:
-    """ResNet-18 (CIFAR stem) with random weights and BatchNorm statistics, folded, and every
-    convolution magnitude-pruned to ``sparsity``."""
-    torch.manual_seed(0)
-    model = MODELS.get("resnet18").function(10, 32)
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.2, 0.2)
-            module.running_var.uniform_(0.5, 1.5)
-    model = fold_batchnorm(model.eval())
+    """ResNet-18 (CIFAR stem) with random weights, BatchNorm folded, every convolution
+    magnitude-pruned to ``sparsity``."""
+    model = fold_batchnorm(random_model("resnet18"))
     with torch.no_grad():
         for module in model.modules():
             if isinstance(module, torch.nn.Conv2d) and sparsity > 0:
@@ -75,12 +65,11 @@ class Timer:
         return self.runs(lambda n: [timer(argument).results[0] for _ in range(n)])
 
     def runs(self, time_runs) -> float:
-        return measure_latency(time_runs, warmup_runs=2, min_repeats=5, max_repeats=2000,
-                               min_time_s=self.min_time_s).median_ms
+        return median_ms(time_runs, self.min_time_s)
 
 
 def build(mod: tvm.IRModule, scheduled: bool = True) -> relax.VirtualMachine:
-    target = host_cpu({"threads": 1}).tvm_target()
+    target = create_device({"device": "host-cpu", "threads": 1}).tvm_target()
     pipeline = build_pipeline(target) if scheduled else "default"
     return relax.VirtualMachine(tvm.compile(mod, target, relax_pipeline=pipeline), tvm.cpu())
 
@@ -154,7 +143,7 @@ def main() -> None:
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timed runs per measurement")
     parser.add_argument("--skip-plain", action="store_true", help="skip TVM without default schedules (slow)")
     args = parser.parse_args()
-    host_cpu({"threads": args.threads}).configure_runtime()
+    create_device({"device": "host-cpu", "threads": args.threads}).configure_runtime()
     timer = Timer(args.min_time)
     started = time.perf_counter()
 
@@ -194,11 +183,8 @@ def main() -> None:
     print("\nthe three largest convolutions (GFLOP/s):")
     for row in sorted(results["per_layer"], key=lambda r: -r["macs"])[:3]:
         print(f"  {row['conv']:<40} " + "  ".join(f"{name} {row[name]['gflops']:.1f}" for name in variants))
-    results.update({"cpu": cpu_model(), "cores": os.cpu_count(), "threads": args.threads, "model": "resnet18 32x32 "
-                    "CIFAR stem, batch 1", "seconds": time.perf_counter() - started,
-                    "date": time.strftime("%Y-%m-%d %H:%M")})
-    out = ROOT / "benchmarks" / "results" / "algorithms.json"
-    out.write_text(json.dumps(results, indent=1))
+    results["model"] = "resnet18 32x32 CIFAR stem, batch 1"
+    out = save("algorithms", results, args.threads, started)
     print(f"ONNX Runtime {results['peers']['onnxruntime']:.2f} ms (faster of two runs); dense vs ONNX Runtime: "
           + ", ".join(f"{name} {row['vs_onnxruntime']:.1f}x" for name, row in results["dense"].items()))
     print(f"sparse first beats dense at: {results['sparse_first_wins_at']}\nsaved {out.relative_to(ROOT)}")

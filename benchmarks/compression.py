@@ -19,6 +19,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from dlas_dse.config import settings_with_defaults  # noqa: E402
 from dlas_dse.stack.hardware import cpu_model  # noqa: E402
 from dlas_dse.trial import execute  # noqa: E402
 
@@ -49,9 +50,10 @@ def main() -> None:
     parser.add_argument("--max-samples", type=int, default=180, help="validation images for accuracy")
     parser.add_argument("--cache", default=str(ROOT / "results" / "cache"))
     args = parser.parse_args()
-    settings = {"evaluation": {"batch_size": 16, "max_samples": args.max_samples},
-                "measurement": {"warmup_runs": 2, "min_repeats": 5, "max_repeats": 200, "min_time_s": 1.0},
-                "verification": {"samples": 4, "tolerance": 1e-3}}
+    settings = settings_with_defaults({
+        "evaluation": {"batch_size": 16, "max_samples": args.max_samples},
+        "measurement": {"warmup_runs": 2, "min_repeats": 5, "max_repeats": 200, "min_time_s": 1.0},
+        "verification": {"samples": 4, "tolerance": 1e-3}})
     rows = []
     for architecture in args.models:
         for name, variant in VARIANTS.items():

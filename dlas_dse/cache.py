@@ -48,6 +48,11 @@ class ArtifactCache:
         """Where the artifact of ``stage`` with ``key`` lives (whether or not it exists)."""
         return self.root / stage / key
 
+    @staticmethod
+    def key_for(stage: str, inputs: Any) -> str:
+        """The key of the artifact ``stage`` makes from ``inputs``."""
+        return content_key({"stage": stage, "inputs": inputs, "format": FORMAT_VERSION})
+
     def contains(self, stage: str, key: str) -> bool:
         """Whether a complete artifact exists for ``stage`` and ``key``."""
         return (self.path(stage, key) / COMPLETE_MARKER).exists()
@@ -68,7 +73,7 @@ class ArtifactCache:
                       create: Callable[[Path], dict | None]) -> tuple[Path, bool]:
         """Return ``(directory, hit)``; on a miss, ``create(tmp_dir)`` writes the artifact's files
         and may return metadata to keep beside them."""
-        key = content_key({"stage": stage, "inputs": inputs, "format": FORMAT_VERSION})
+        key = self.key_for(stage, inputs)
         final = self.path(stage, key)
         if self.contains(stage, key):
             return final, True

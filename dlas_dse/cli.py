@@ -14,6 +14,13 @@ examples:
   python -m dlas_dse optimize --study quickstart       run (or resume) a study
   python -m dlas_dse optimize --study quickstart --n-trials 20 --sampler tpe
   python -m dlas_dse show --study quickstart           trials and the Pareto front
+  python -m dlas_dse report --study quickstart         CSV/Parquet, Pareto plots, importances, observations
+  python -m dlas_dse devices                           the hardware catalogue: reachable now? peak?
+  python -m dlas_dse grid --study dlas-paper --dry-run the paper's ~1,000-point grid, planned
+  python -m dlas_dse grid --study dlas-paper-mini      the same grid on digits, run here
+  python -m dlas_dse worker --study dlas-paper-mini --storage postgresql://user@dbhost/dlas
+                                                       one of many workers sharing a grid
+  python -m dlas_dse optimize --study edge-arm --hardware host-cpu   an edge study, run on this machine
 
 A study (studies/NAME.yaml) names a search space (search_spaces/NAME.yaml) over the six DLAS
 layers - dataset, model, compression, algorithm, software, hardware - and the objectives
@@ -54,13 +61,61 @@ def _parser() -> argparse.ArgumentParser:
                           f"(default: ${DATA_DIR_VARIABLE} or ./data)")
     optimize.add_argument("--weights", help="checkpoint to use instead of training: sets model.weights "
                           "({architecture} and {dataset} are replaced; 'torchvision' = pretrained)")
+    optimize.add_argument("--hardware", metavar="DEVICE", help="run the space on this device instead of the one it "
+                          "names (a name from `python -m dlas_dse devices`, e.g. host-cpu)")
     optimize.add_argument("--no-progress", action="store_true", help="no progress bar (one line per trial only)")
+
+    grid = commands.add_parser(
+        "grid", help="run every valid point of a study's space exactly once (or plan it with --dry-run)",
+        description="Exhaustive grid mode: every valid combination of the space runs once; rerunning resumes. "
+                    "--dry-run prints the points per layer and in total and how often each expensive stage "
+                    "runs once the artifact cache shares it, without running anything or needing the data.")
+    grid.add_argument("--study", required=True, help="a name in studies/ or a path to a study YAML")
+    grid.add_argument("--dry-run", action="store_true", help="plan only: count points and shared stages")
+    grid.add_argument("--datasets", nargs="+", metavar="NAME", help="replace the space's datasets (e.g. digits)")
+    grid.add_argument("--models", nargs="+", metavar="NAME", help="replace the space's models")
+    grid.add_argument("--hardware", nargs="+", metavar="DEVICE", help="replace the space's devices")
+    grid.add_argument("--storage", help="SQLAlchemy URL (default: the study's)")
+    grid.add_argument("--data-dir", help=f"folder holding the datasets (default: ${DATA_DIR_VARIABLE} or ./data)")
+    grid.add_argument("--no-progress", action="store_true", help="no progress bar (one line per trial only)")
+
+    worker = commands.add_parser(
+        "worker", help="join a study in a shared storage and run its trials until none is left",
+        description="Join a study (e.g. a grid) in a storage every worker can reach, such as PostgreSQL, and take "
+                    "its points until none is left. Start one per machine (or per core group); each grid point "
+                    "runs exactly once across workers, and a dead worker's point is retried by another after "
+                    "the heartbeat grace period. Share the artifact cache through DLAS_CACHE_DIR on a shared "
+                    "directory to reuse trainings, builds and tuning across machines.")
+    worker.add_argument("--study", required=True, help="a name in studies/ or a path to a study YAML")
+    worker.add_argument("--storage", required=True, help="SQLAlchemy URL every worker reaches, e.g. "
+                        "postgresql://user@dbhost/dlas")
+    worker.add_argument("--data-dir", help=f"folder holding the datasets (default: ${DATA_DIR_VARIABLE} or ./data)")
+    worker.add_argument("--no-progress", action="store_true", help="no progress bar (one line per trial only)")
 
     show = commands.add_parser("show", help="print a study's trials and Pareto front")
     show.add_argument("--study", required=True, help="a name in studies/ or a path to a study YAML")
     show.add_argument("--storage", help="SQLAlchemy URL (default: the study's)")
 
+    report = commands.add_parser(
+        "report", help="write a study's tables, Pareto plots, parameter importances and observations",
+        description="Write to results/<study>/ (or --out): trials.csv and trials.parquet (every layer parameter, "
+                    "objectives, stage times, reuse flags, provenance), pareto.csv, accuracy-vs-latency and "
+                    "latency-vs-size plots per platform (PNG and interactive HTML), fANOVA parameter importance "
+                    "per objective (importance.csv/.png) and observations.md: the DLAS paper's cross-stack "
+                    "findings recomputed from the study, each with its numbers and a verdict.")
+    report.add_argument("--study", required=True, help="a name in studies/ or a path to a study YAML")
+    report.add_argument("--storage", help="SQLAlchemy URL (default: the study's)")
+    report.add_argument("--out", help="folder to write to (default: results/<study>/)")
+
     commands.add_parser("list", help="list the available studies and search spaces")
+
+    devices = commands.add_parser(
+        "devices", help="list the hardware catalogue, which devices are reachable now, and their peaks",
+        description="The devices of search_spaces/hardware.yaml: kind, target, whether each can be used now "
+                    "(local checks; for RPC boards the tracker's queue under the device's key), and the "
+                    "measured float32 peak where known.")
+    devices.add_argument("--measure-peak", action="store_true",
+                         help="measure the local CPU's peak now (float32 GEMM, a few seconds) if not cached")
     return parser
 
 
@@ -69,7 +124,7 @@ def _optimize(args: argparse.Namespace) -> int:
     from dlas_dse.report import describe_study
     from dlas_dse.study import run_study
 
-    config = load_study(args.study)
+    config = load_study(args.study, {"hardware.device": args.hardware} if args.hardware else None)
     if args.sampler == "grid":
         check_grid(config.space, "command line", "--sampler grid")
     if args.storage:
@@ -85,23 +140,91 @@ def _optimize(args: argparse.Namespace) -> int:
     return 0
 
 
-def _show(args: argparse.Namespace) -> int:
+def _choices(values: list[str]):
+    """A command-line list as a space value: fixed for one, choices for more."""
+    return values[0] if len(values) == 1 else {"choices": list(values)}
+
+
+def _grid(args: argparse.Namespace) -> int:
+    from dlas_dse.config import check_grid, check_storage_url, load_study
+    from dlas_dse.grid import plan_grid
+    from dlas_dse.report import describe_study
+    from dlas_dse.study import run_study
+
+    overrides = {name: _choices(values) for name, values in (
+        ("dataset.name", args.datasets), ("model.architecture", args.models), ("hardware.device", args.hardware))
+        if values}
+    config = load_study(args.study, overrides)
+    check_grid(config.space, config.source, "space")
+    plan = plan_grid(config.space)
+    print(f"study {config.name}: space {config.space.name}\n{plan.describe()}")
+    if args.dry_run:
+        return 0
+    if args.storage:
+        check_storage_url(args.storage, "command line", "--storage")
+    study = run_study(config, storage_url=args.storage, sampler="grid", progress=not args.no_progress)
+    print()
+    print(describe_study(study))
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from dlas_dse.config import check_storage_url, load_study
+    from dlas_dse.study import run_study
+
+    config = load_study(args.study)
+    check_storage_url(args.storage, "command line", "--storage")
+    print(f"worker for study {config.name} ({config.sampler}) on {args.storage}")
+    study = run_study(config, storage_url=args.storage, progress=not args.no_progress)
+    print(f"worker done: {sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == 'COMPLETE')} "
+          "trials of the study are complete")
+    return 0
+
+
+def _stored_study(args: argparse.Namespace):
+    """The study named by ``--study`` from its storage (or ``--storage``); None, with a message, if absent."""
     import optuna
 
     from dlas_dse.config import load_study
-    from dlas_dse.report import describe_study
     from dlas_dse.study import open_storage
 
     config = load_study(args.study)
     storage_url = args.storage or config.storage
     try:
-        study = optuna.load_study(study_name=config.name, storage=open_storage(storage_url))
+        return optuna.load_study(study_name=config.name, storage=open_storage(storage_url))
     except KeyError:
         print(f"no study {config.name!r} in {storage_url}; run `python -m dlas_dse optimize "
               f"--study {args.study}` first", file=sys.stderr)
+        return None
+
+
+def _show(args: argparse.Namespace) -> int:
+    from dlas_dse.report import describe_study
+
+    study = _stored_study(args)
+    if study is None:
         return 1
     print(describe_study(study))
     return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dlas_dse.files import project_root
+    from dlas_dse.report_writer import write_report
+
+    study = _stored_study(args)
+    if study is None:
+        return 1
+    directory = Path(args.out) if args.out else project_root() / "results" / study.study_name
+    report = write_report(study, directory)
+    print(f"report of study {study.study_name} in {directory}:")
+    for path in report.written:
+        print(f"  {path.name}")
+    for reason in report.skipped:
+        print(f"  not written: {reason}", file=sys.stderr)
+    return 0 if any(path.suffix == ".png" for path in report.written) else 1
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -115,6 +238,26 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _devices(args: argparse.Namespace) -> int:
+    from dlas_dse.cache import ArtifactCache
+    from dlas_dse.config import default_cache_dir
+    from dlas_dse.registry import DEVICES
+    from dlas_dse.stack.hardware import catalogue_path, create_device
+
+    cache = ArtifactCache(default_cache_dir())
+    print(f"hardware catalogue {catalogue_path()}")
+    for name in DEVICES.names():
+        device = create_device({"device": name, "threads": 0})
+        usable, why = device.status()
+        peak = device.peak(cache, measure=args.measure_peak)
+        print(f"  {name:<12} {device.details['kind']:<9} {'ready' if usable else 'NOT REACHABLE':<13} {why}")
+        print(f"  {'':<12} target {device.target}")
+        print(f"  {'':<12} peak " + (f"{peak['gflops']:.1f} GFLOP/s at {device.threads} threads ({peak['method']})"
+                                     if peak else "unknown" + (" (measure: --measure-peak)"
+                                                               if device.details["kind"] == "local-cpu" else "")))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for configuration errors)."""
     args = _parser().parse_args(argv)
@@ -124,7 +267,9 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "data_dir", None):
         os.environ[DATA_DIR_VARIABLE] = str(args.data_dir)
     try:
-        return {"optimize": _optimize, "show": _show, "list": _list}[args.command](args)
+        commands = {"optimize": _optimize, "grid": _grid, "worker": _worker, "show": _show, "report": _report,
+                    "list": _list, "devices": _devices}
+        return commands[args.command](args)
     except (ConfigError, PreflightError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2

@@ -6,7 +6,6 @@ allowed, before anything is trained or written to storage.
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,6 +14,7 @@ from typing import Any
 import yaml
 
 from dlas_dse import stack  # noqa: F401  (importing the stack fills the layer registries)
+from dlas_dse.files import ConfigError, project_root, read_yaml, unknown_field
 from dlas_dse.registry import LAYERS, Param, Registry, UnknownEntryError
 from dlas_dse.space import Constraint, Parameter, SearchSpace
 
@@ -40,6 +40,22 @@ SETTINGS: dict[str, dict[str, Param]] = {
         "min_repeats": Param(int, default=5, low=1, help="fewest timed runs"),
         "max_repeats": Param(int, default=200, low=1, help="most timed runs"),
         "min_time_s": Param(float, default=1.0, low=0.0, help="keep timing until this much time"),
+        "cooldown_s": Param(float, default=0.0, low=0.0, help="idle seconds before warming up"),
+        "cpu_affinity": Param(str, default="compact", choices=("compact", "none"),
+                              help="compact: a local-CPU trial measures on its first `threads` cores only; "
+                                   "none: wherever the OS schedules it"),
+    },
+    "tuning": {
+        "max_total_s": Param(float, default=None, low=0.0,
+                             help="cap on auto-tuning seconds summed over the study's trials; once spent, "
+                                  "metaschedule trials build from the tuning database without measuring more"),
+    },
+    "workers": {
+        "heartbeat_interval_s": Param(int, default=20, low=1, high=3600,
+                                      help="seconds between a running trial's heartbeats in the storage"),
+        "grace_period_s": Param(int, default=60, low=2, high=86400,
+                                help="a running trial without a heartbeat for this long is failed and retried "
+                                     "(its worker is gone)"),
     },
     "verification": {
         "samples": Param(int, default=4, low=1, help="validation images compared with PyTorch"),
@@ -48,33 +64,6 @@ SETTINGS: dict[str, dict[str, Param]] = {
     },
 }
 """Study sections that tune how a trial evaluates, measures and verifies."""
-
-
-class ConfigError(Exception):
-    """A configuration problem: which file, which field, what is wrong, what is allowed."""
-
-    def __init__(self, file: str | os.PathLike, field: str, problem: str):
-        self.file, self.field, self.problem = str(file), field, problem
-        super().__init__(str(self))
-
-    def __str__(self) -> str:
-        return f"{self.file}: {self.field}: {self.problem}"
-
-
-def _unknown(name: str, allowed: list[str]) -> str:
-    """'unknown field X; allowed: ...' with a did-you-mean hint."""
-    hint = difflib.get_close_matches(name, allowed, n=1)
-    suffix = f" (did you mean {hint[0]!r}?)" if hint else ""
-    return f"unknown field {name!r}{suffix}; allowed: {', '.join(allowed)}"
-
-
-def project_root() -> Path:
-    """The directory holding ``studies/`` and ``search_spaces/``: the working directory if it
-    has them, else the checkout this package lives in."""
-    cwd = Path.cwd()
-    if (cwd / "studies").is_dir() or (cwd / "search_spaces").is_dir():
-        return cwd
-    return Path(__file__).resolve().parent.parent
 
 
 def _resolve(name_or_path: str, folder: str, what: str, relative_to: Path | None = None) -> Path:
@@ -89,20 +78,6 @@ def _resolve(name_or_path: str, folder: str, what: str, relative_to: Path | None
     known = sorted(p.stem for p in (base / folder).glob("*.yaml"))
     raise ConfigError(path, what, f"unknown {what} {name_or_path!r}; available: "
                       f"{', '.join(known) or '(none)'} in {base / folder}")
-
-
-def _read_yaml(path: Path) -> dict:
-    try:
-        data = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        raise ConfigError(path, "(syntax)", f"{where}{getattr(error, 'problem', error)}") from None
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ConfigError(path, "(top level)", "expected a mapping of fields")
-    return data
 
 
 # --------------------------------------------------------------------------- search spaces
@@ -145,7 +120,7 @@ def _parameter(file: Path, name: str, raw: Any, schema: Param, known: dict[str, 
     allowed = ["fixed", "choices", "range", "step", "log", "when"]
     for key in raw:
         if key not in allowed:
-            raise ConfigError(file, f"{name}.{key}", _unknown(key, allowed))
+            raise ConfigError(file, f"{name}.{key}", unknown_field(key, allowed))
     kinds = [k for k in ("fixed", "choices", "range") if k in raw]
     if len(kinds) != 1:
         raise ConfigError(file, name, f"give exactly one of fixed, choices, range (got {kinds or 'none'}); "
@@ -201,7 +176,7 @@ def _layer_parameters(file: Path, registry: Registry, block: Any,
     schema = registry.parameters()
     for key in block:
         if key not in schema:
-            raise ConfigError(file, f"{layer}.{key}", _unknown(key, list(schema)))
+            raise ConfigError(file, f"{layer}.{key}", unknown_field(key, list(schema)))
 
     selector_name = f"{layer}.{registry.selector}"
     if registry.selector in block:
@@ -267,7 +242,7 @@ def _constraints(file: Path, raw: Any, known: dict[str, Parameter]) -> list[Cons
             raise ConfigError(file, where, "expected a mapping with 'if' and optionally 'then', 'name', 'reason'")
         for key in item:
             if key not in ("name", "if", "then", "reason"):
-                raise ConfigError(file, f"{where}.{key}", _unknown(key, ["name", "if", "then", "reason"]))
+                raise ConfigError(file, f"{where}.{key}", unknown_field(key, ["name", "if", "then", "reason"]))
         if "if" not in item:
             raise ConfigError(file, where, "needs an 'if' mapping (the combinations it applies to)")
         name = str(item.get("name", where))
@@ -277,14 +252,24 @@ def _constraints(file: Path, raw: Any, known: dict[str, Parameter]) -> list[Cons
     return constraints
 
 
-def load_space(name_or_path: str, relative_to: Path | None = None) -> SearchSpace:
-    """Read and validate a search space by name (``search_spaces/<name>.yaml``) or path."""
+def load_space(name_or_path: str, relative_to: Path | None = None,
+               overrides: dict[str, Any] | None = None) -> SearchSpace:
+    """Read and validate a search space by name (``search_spaces/<name>.yaml``) or path;
+    ``overrides`` (``{"hardware.device": "host-cpu"}``) replace parameters of the file."""
     path = _resolve(name_or_path, "search_spaces", "space", relative_to)
-    data = _read_yaml(path)
+    data = read_yaml(path)
+    for name, value in (overrides or {}).items():
+        layer, key = name.split(".", 1)
+        block = {**(data.get(layer) or {}), key: value}
+        registry = LAYERS[layer]
+        if key == registry.selector:  # drop the parameters only the replaced entries had
+            chosen = set(value["choices"] if isinstance(value, dict) else [value])
+            block = {k: v for k, v in block.items() if not registry.owners(k) or chosen & set(registry.owners(k))}
+        data[layer] = block
     allowed = ["description", *LAYERS, "constraints"]
     for key in data:
         if key not in allowed:
-            raise ConfigError(path, key, _unknown(key, allowed))
+            raise ConfigError(path, key, unknown_field(key, allowed))
     known: dict[str, Parameter] = {}
     parameters: list[Parameter] = []
     for layer, registry in LAYERS.items():
@@ -356,8 +341,14 @@ def _section(file: Path, section: str, raw: Any) -> dict[str, Any]:
         values[key] = value
     for key in raw:
         if key not in schema:
-            raise ConfigError(file, f"{section}.{key}", _unknown(key, list(schema)))
+            raise ConfigError(file, f"{section}.{key}", unknown_field(key, list(schema)))
     return values
+
+
+def settings_with_defaults(raw: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Trial settings for code that runs trials without a study file: ``raw``'s sections and
+    values, validated, every other one at its default."""
+    return {section: _section(Path("(settings given in code)"), section, raw.get(section)) for section in SETTINGS}
 
 
 def _check(file: Path, field_name: str, value: Any, spec: Param) -> Any:
@@ -382,19 +373,25 @@ def check_storage_url(url: Any, file: str | os.PathLike, field_name: str) -> Non
                           f"or postgresql://user@host/db, got {url!r}")
 
 
-def load_study(name_or_path: str) -> StudyConfig:
-    """Read and validate a study by name (``studies/<name>.yaml``) or path, with its space."""
+def default_cache_dir() -> str:
+    """The artifact cache: ``$DLAS_CACHE_DIR``, else ``results/cache`` of the project."""
+    return os.environ.get("DLAS_CACHE_DIR") or str(project_root() / "results" / "cache")
+
+
+def load_study(name_or_path: str, overrides: dict[str, Any] | None = None) -> StudyConfig:
+    """Read and validate a study by name (``studies/<name>.yaml``) or path, with its space
+    (``overrides`` replace parameters of the space, see :func:`load_space`)."""
     path = _resolve(name_or_path, "studies", "study")
-    data = _read_yaml(path)
+    data = read_yaml(path)
     allowed = ["description", "space", "objectives", "sampler", "n_trials", "seed", "storage",
                "trial_timeout_s", "cache_dir", *SETTINGS]
     for key in data:
         if key not in allowed:
-            raise ConfigError(path, key, _unknown(key, allowed))
+            raise ConfigError(path, key, unknown_field(key, allowed))
     if "space" not in data:
         raise ConfigError(path, "space", "required: the name of a file in search_spaces/")
     try:
-        space = load_space(str(data["space"]), relative_to=path.resolve().parent.parent)
+        space = load_space(str(data["space"]), relative_to=path.resolve().parent.parent, overrides=overrides)
     except ConfigError as error:
         if error.field == "space":
             raise ConfigError(path, "space", error.problem) from None
@@ -407,7 +404,7 @@ def load_study(name_or_path: str) -> StudyConfig:
         raise ConfigError(path, "objectives", f"expected a mapping like {OBJECTIVES}")
     for name, direction in objectives.items():
         if name not in OBJECTIVES:
-            raise ConfigError(path, f"objectives.{name}", _unknown(name, list(OBJECTIVES)).replace(
+            raise ConfigError(path, f"objectives.{name}", unknown_field(name, list(OBJECTIVES)).replace(
                 "field", "objective"))
         if direction not in ("maximize", "minimize"):
             raise ConfigError(path, f"objectives.{name}", f"direction {direction!r}; allowed: maximize, minimize")
@@ -421,7 +418,7 @@ def load_study(name_or_path: str) -> StudyConfig:
         raise ConfigError(path, "sampler", f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
     for key, value in options.items():
         if key not in SAMPLERS[sampler]:
-            raise ConfigError(path, f"sampler.{key}", _unknown(key, ["name", *SAMPLERS[sampler]]))
+            raise ConfigError(path, f"sampler.{key}", unknown_field(key, ["name", *SAMPLERS[sampler]]))
         _check(path, f"sampler.{key}", value, SAMPLERS[sampler][key])
     if sampler == "grid":
         check_grid(space, path, "sampler")
@@ -437,8 +434,7 @@ def load_study(name_or_path: str) -> StudyConfig:
         storage=storage,
         trial_timeout_s=float(_check(path, "trial_timeout_s", data.get("trial_timeout_s", 1800.0),
                                      Param(float, low=1.0))),
-        cache_dir=str(data.get("cache_dir") or os.environ.get("DLAS_CACHE_DIR")
-                      or project_root() / "results" / "cache"),
+        cache_dir=str(data.get("cache_dir") or default_cache_dir()),
         description=str(data.get("description", "")),
         settings={section: _section(path, section, data.get(section)) for section in SETTINGS},
     )
@@ -448,6 +444,8 @@ def available(folder: str) -> list[tuple[str, str]]:
     """(name, description) of every YAML file in ``studies/`` or ``search_spaces/``."""
     entries = []
     for path in sorted((project_root() / folder).glob("*.yaml")):
+        if path.name == "hardware.yaml":  # the device catalogue, not a space (see `devices`)
+            continue
         try:
             description = str((yaml.safe_load(path.read_text()) or {}).get("description", ""))
         except yaml.YAMLError:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import optuna
 import pandas as pd
 from optuna.trial import TrialState
@@ -11,7 +13,7 @@ OBJECTIVE_FORMATS = {"accuracy": "{:.3f}", "latency_ms": "{:.2f}", "size_bytes":
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: number, state, sampled parameters, objectives, trial time, failure reason."""
-    objectives = study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
+    objectives = _objective_names(study)
     rows = []
     for trial in study.get_trials(deepcopy=False):
         row = {"trial": trial.number, "state": trial.state.name}
@@ -20,6 +22,45 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
         row.update(dict(zip(objectives, values)))
         row["time_s"] = trial.user_attrs.get("time_trial_s")
         reason = trial.user_attrs.get("fail_reason") or trial.user_attrs.get("excluded_by")
+        row["note"] = str(reason) if reason else ""
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+PROVENANCE = ("device", "cpu_model", "macs", "parameters", "achieved_gflops", "percent_of_peak", "tuning_capped")
+
+
+def _objective_names(study: optuna.Study) -> list[str]:
+    return study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
+
+
+def detailed_frame(study: optuna.Study) -> pd.DataFrame:
+    """One row per trial with everything a report needs: every layer parameter (fixed ones too),
+    the objectives, the latency spread, stage times, which stages were reused, and provenance
+    (device, threads used, target, measured peak, worker, library versions)."""
+    objectives = _objective_names(study)
+    rows = []
+    for trial in study.get_trials(deepcopy=False):
+        attrs = trial.user_attrs
+        row = {"trial": trial.number, "state": trial.state.name}
+        row.update(attrs.get("config") or trial.params)
+        row.update(dict(zip(objectives, trial.values or [None] * len(objectives))))
+        latency = attrs.get("latency") or {}
+        row.update(latency_iqr_ms=latency.get("iqr_ms"), latency_runs=latency.get("runs"),
+                   threads_used=attrs.get("threads"),
+                   achieved_sparsity=(attrs.get("compression") or {}).get("sparsity"))
+        row.update({key: value for key, value in attrs.items() if key.startswith("time_")})
+        row.update({f"reused_{stage}": hit for stage, hit in (attrs.get("cache_hits") or {}).items()})
+        tuning = (attrs.get("build") or {}).get("tuning") or {}
+        row.update(tuning_tasks=tuning.get("tasks"), tuning_database_hits=tuning.get("database_hits"),
+                   tuning_measured_candidates=tuning.get("measured_candidates"))
+        row.update({key: attrs.get(key) for key in PROVENANCE})
+        row.update(peak_gflops=(attrs.get("peak") or {}).get("gflops"),
+                   target=json.dumps(attrs["target"], sort_keys=True) if "target" in attrs else None,
+                   worker_host=(attrs.get("worker") or {}).get("host"),
+                   started=trial.datetime_start, finished=trial.datetime_complete)
+        row.update({f"version_{name}": version for name, version in (attrs.get("versions") or {}).items()})
+        reason = attrs.get("fail_reason") or attrs.get("excluded_by")
         row["note"] = str(reason) if reason else ""
         rows.append(row)
     return pd.DataFrame(rows)

@@ -18,10 +18,12 @@ from typing import Callable
 
 import optuna
 import psutil
+import sqlalchemy
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from dlas_dse.config import ConfigError, StudyConfig
+from dlas_dse.config import SETTINGS, ConfigError, StudyConfig
+from dlas_dse.grid import enqueue_grid
 from dlas_dse.registry import LAYERS
 from dlas_dse.space import SearchSpace, nest
 from dlas_dse.trial import STAGES, TrialFailure, run_trial, start_worker_server
@@ -29,9 +31,10 @@ from dlas_dse.trial import STAGES, TrialFailure, run_trial, start_worker_server
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
-HEARTBEAT_INTERVAL_S = 20
-GRACE_PERIOD_S = 60
+HEARTBEAT_INTERVAL_S = SETTINGS["workers"]["heartbeat_interval_s"].default
+GRACE_PERIOD_S = SETTINGS["workers"]["grace_period_s"].default
 MAX_RETRIES = 2
+SCHEMA_ATTEMPTS = 5
 MAX_EXCLUDED_IN_A_ROW = 200
 """Stop when the sampler keeps proposing combinations the space's constraints exclude."""
 
@@ -48,13 +51,25 @@ def make_sampler(study: StudyConfig, name: str | None = None) -> optuna.samplers
     return optuna.samplers.RandomSampler(seed=study.seed)
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
+def open_storage(url: str, heartbeat_interval_s: int = HEARTBEAT_INTERVAL_S,
+                 grace_period_s: int = GRACE_PERIOD_S) -> optuna.storages.RDBStorage:
     """RDB storage with heartbeats so trials of dead workers are failed and retried."""
     if url.startswith("sqlite:///"):
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    return optuna.storages.RDBStorage(
-        url, heartbeat_interval=HEARTBEAT_INTERVAL_S, grace_period=GRACE_PERIOD_S,
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
+
+    def storage() -> optuna.storages.RDBStorage:
+        return optuna.storages.RDBStorage(
+            url, heartbeat_interval=heartbeat_interval_s, grace_period=grace_period_s,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=MAX_RETRIES))
+
+    for attempt in range(1, SCHEMA_ATTEMPTS):
+        try:
+            return storage()
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # workers started at once on an empty database race to create Optuna's tables and
+            # types; the losers find them created a moment later
+            time.sleep(0.5 * attempt)
+    return storage()
 
 
 def open_study(study: StudyConfig, storage: optuna.storages.BaseStorage,
@@ -131,18 +146,38 @@ def counted_trials(study: optuna.Study) -> int:
                or (t.state == TrialState.FAIL and t.number not in retried))
 
 
-def enqueue_grid(study: optuna.Study, config: StudyConfig) -> int:
-    """Enqueue every valid point of the space once (points already in the study are skipped)."""
-    sampled = [p.name for p in config.space.sampled_parameters()]
-    count = 0
-    for point in config.space.grid():
-        study.enqueue_trial({name: point[name] for name in sampled if name in point}, skip_if_exists=True)
-        count += 1
-    return count
-
-
 def _waiting(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+
+
+def _running(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)))
+
+
+def _from_queue(storage: optuna.storages.BaseStorage, trial: optuna.Trial) -> bool:
+    """Whether ``trial`` was a waiting (enqueued or retried) trial, not one the sampler invented."""
+    frozen = storage.get_trial(trial._trial_id)
+    return bool(frozen.params) or "fixed_params" in frozen.system_attrs
+
+
+def _wait_for_other_workers(study: optuna.Study, storage: optuna.storages.RDBStorage, deadline: float | None,
+                            log: Callable[[str], None]) -> bool:
+    """With no grid point waiting, wait while other workers still run points: a worker that dies
+    (on this host: seen at once; elsewhere: it stops sending heartbeats and its trial is failed
+    after the grace period) has its point enqueued again, and this worker takes it. Returns whether
+    there is a point to run now."""
+    announced = False
+    while _running(study) and not _waiting(study):
+        if deadline and time.monotonic() > deadline:
+            return False
+        if not announced:
+            log(f"no grid point is waiting; {_running(study)} running on other workers - waiting for them "
+                "(a dead worker's point is retried here after the heartbeat grace period)")
+            announced = True
+        time.sleep(min(5.0, storage.get_heartbeat_interval() / 4))
+        recover_interrupted_trials(study, storage)
+        optuna.storages.fail_stale_trials(study)
+    return _waiting(study) > 0
 
 
 class _Progress:
@@ -175,6 +210,19 @@ def _summary(values: dict) -> str:
             f"size {values['size_bytes'] / 1e6:.2f} MB")
 
 
+def tuning_spent_s(study: optuna.Study) -> float:
+    """Seconds of auto-tuning the study's finished trials spent (what its tuning cap counts)."""
+    return sum(trial.user_attrs.get("time_tune_s", 0.0)
+               for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL)))
+
+
+def _with_tuning_spent(settings: dict, study: optuna.Study) -> dict:
+    """The trial settings plus the tuning time spent so far (only read under a tuning cap)."""
+    if settings["tuning"]["max_total_s"] is None:
+        return settings
+    return {**settings, "tuning": {**settings["tuning"], "spent_s": tuning_spent_s(study)}}
+
+
 def run_study(config: StudyConfig, n_trials: int | None = None, storage_url: str | None = None,
               sampler: str | None = None, timeout_s: float | None = None, progress: bool = True,
               log: Callable[[str], None] = print) -> optuna.Study:
@@ -182,18 +230,18 @@ def run_study(config: StudyConfig, n_trials: int | None = None, storage_url: str
     sampler = sampler or config.sampler
     preflight(config.space)
     start_worker_server()
-    storage = open_storage(storage_url or config.storage)
+    storage = open_storage(storage_url or config.storage, **config.settings["workers"])
     study = open_study(config, storage, sampler)
     recovered = recover_interrupted_trials(study, storage)
     if recovered:
         log(f"resuming: trials {recovered} were interrupted when a worker stopped; they are retried")
     if sampler == "grid":
-        points = enqueue_grid(study, config)
+        points = enqueue_grid(study, storage, config.space)
         target = n_trials or points
     else:
         target = n_trials or config.n_trials
     done = counted_trials(study)
-    if done >= target or (sampler == "grid" and not _waiting(study)):
+    if done >= target or (sampler == "grid" and not _waiting(study) and not _running(study)):
         log(f"study {config.name!r} already has {done} finished trials (target {target}); nothing to run")
         return study
 
@@ -202,6 +250,10 @@ def run_study(config: StudyConfig, n_trials: int | None = None, storage_url: str
 
     def objective(trial: optuna.Trial) -> tuple[float, ...]:
         nonlocal excluded_in_a_row
+        if sampler == "grid" and not _from_queue(storage, trial):  # another worker took the last point
+            trial.set_user_attr("no_grid_point_left", True)
+            study.stop()
+            raise optuna.TrialPruned("no grid point was left to run")
         trial.set_user_attr("worker", _worker_identity())
         sampled = config.space.sample(trial)
         trial.set_user_attr("config", sampled)
@@ -214,7 +266,8 @@ def run_study(config: StudyConfig, n_trials: int | None = None, storage_url: str
         bar.start(trial.number, sampled)
         started = time.perf_counter()
         try:
-            result = run_trial(sampled, config.settings, config.cache_dir, config.trial_timeout_s, bar.stage)
+            result = run_trial(sampled, _with_tuning_spent(config.settings, study), config.cache_dir,
+                               config.trial_timeout_s, bar.stage)
         except TrialFailure as failure:
             trial.set_user_attr("fail_reason", str(failure))
             trial.set_user_attr("time_trial_s", time.perf_counter() - started)
@@ -245,8 +298,14 @@ def run_study(config: StudyConfig, n_trials: int | None = None, storage_url: str
                 sampler == "grid" and not _waiting(study)):
             study.stop()
 
+    deadline = time.monotonic() + timeout_s if timeout_s else None
     try:
-        study.optimize(objective, timeout=timeout_s, catch=(TrialFailure,), callbacks=[after_trial])
+        while True:
+            left = deadline - time.monotonic() if deadline else None
+            study.optimize(objective, timeout=left, catch=(TrialFailure,), callbacks=[after_trial])
+            if sampler != "grid" or excluded_in_a_row >= MAX_EXCLUDED_IN_A_ROW or counted_trials(study) >= target \
+                    or not _wait_for_other_workers(study, storage, deadline, log):
+                break
     finally:
         bar.bar.close()
     if excluded_in_a_row >= MAX_EXCLUDED_IN_A_ROW:

@@ -34,6 +34,7 @@ from dlas_dse.stack.datasets import Dataset, load_dataset
 from dlas_dse.stack.hardware import create_device
 from dlas_dse.stack.measurement import measure_latency
 from dlas_dse.stack.models import count_parameters, trained_model
+from dlas_dse.stack.tuning import study_allowance
 
 STAGES = ("dataset", "train", "compress", "compile", "verify", "measure", "accuracy")
 """The stages of a trial, in order; each one's wall time is recorded as ``time_<stage>_s``."""
@@ -127,17 +128,19 @@ def execute(config: Config, settings: dict, cache_dir: str,
     device.configure_runtime()
     precision = compression.get("precision", "float32")
     evaluation, verification = settings["evaluation"], dict(settings["verification"])
+    software, may_tune, tuning_capped = study_allowance(layers["software"], settings["tuning"]["max_total_s"],
+                                                        settings["tuning"].get("spent_s", 0.0))
     verification["tolerance"] = max(verification["tolerance"], compression.get("tolerance", 0.0))
 
     def build(batch_size: int, tune: bool) -> tuple[Executable, dict]:
         return compile_model(BuildRequest(
             model, {"compressed": compression["compressed"]},
-            dataset.image_shape, batch_size, layers["algorithm"], layers["software"], device,
+            dataset.image_shape, batch_size, layers["algorithm"], software, device,
             precision, compression.get("calibration"), tune, dataset=dataset,
             compression=layers["compression"]), cache)
 
     with stage("compile"):
-        latency_executable, latency_build = build(1, tune=True)
+        latency_executable, latency_build = build(1, tune=may_tune)
         eval_executable, eval_build = build(evaluation["batch_size"], tune=False)
     with stage("verify"):
         # a compiler whose arithmetic differs from the precision's reference names what it matches
@@ -147,8 +150,9 @@ def execute(config: Config, settings: dict, cache_dir: str,
         check = check_against_pytorch(latency_executable, reference, dataset.val_x[:verification["samples"]],
                                       verification["tolerance"])
     with stage("measure"):
-        sample = dataset.val_x[:1]
-        latency = measure_latency(lambda n: latency_executable.time_runs(sample, n), **settings["measurement"])
+        sample, protocol = dataset.val_x[:1], dict(settings["measurement"])
+        cores = device.pin(protocol.pop("cpu_affinity"))
+        latency = measure_latency(lambda n: latency_executable.time_runs(sample, n), **protocol)
     with stage("accuracy"):
         images, labels = dataset.validation_subset(evaluation["max_samples"])
         accuracy, accuracy_hit = cache.get_or_compute_json(
@@ -158,18 +162,22 @@ def execute(config: Config, settings: dict, cache_dir: str,
             lambda: evaluate_accuracy(eval_executable, reference, images, labels, verification["tolerance"]))
 
     macs = latency_build["macs"]
+    achieved_gflops = 2 * macs / (latency.median_ms * 1e6)
+    peak = device.peak(cache)
     attributes = {
         **times,
         "config": config,
-        "cache_hits": {"train": training["hit"], "build": latency_build["hit"],
+        "cache_hits": {"train": training["hit"], "compress": compression["hit"], "build": latency_build["hit"],
                        "eval_build": eval_build["hit"], "accuracy": accuracy_hit},
         "training": training, "compression": compression,
         "build": latency_build, "eval_build": eval_build,
-        "latency": latency.as_dict(), "verification": check,
+        "latency": {**latency.as_dict(), "cores": cores}, "verification": check,
+        "tuning_capped": tuning_capped,
         "time_tune_s": 0.0 if latency_build["hit"] else latency_build.get("tuning", {}).get("seconds", 0.0),
         "accuracy_samples": accuracy["samples"], "accuracy_first_batch_check": accuracy["first_batch_check"],
         "macs": macs, "parameters": count_parameters(model),
-        "achieved_gflops": 2 * macs / (latency.median_ms * 1e6),
+        "achieved_gflops": achieved_gflops, "peak": peak,
+        "percent_of_peak": 100 * achieved_gflops / peak["gflops"] if peak else None,
         "target": device.target, "device": device.name, "threads": device.threads,
         "cpu_model": device.description, "versions": versions(),
         "dataset_sizes": {"train": len(dataset.train_y), "validation": len(dataset.val_y)},

@@ -87,3 +87,37 @@ class Project:
 @pytest.fixture
 def project(tmp_path: Path, shared_cache: Path) -> Project:
     return Project(tmp_path, shared_cache)
+
+
+FINISHED_SPACE = """\
+description: a small finished study shared by the report, dashboard, notebook and surrogate tests
+dataset:
+  name: digits
+model:
+  architecture: {choices: [mobilenet_v2, resnet18]}
+  epochs: 1
+  seed: 0
+compression:
+  technique: none
+algorithm:
+  conv: {choices: [direct, gemm]}
+software:
+  compiler: tvm
+hardware:
+  device: host-cpu
+  threads: {choices: [1, 2]}
+"""
+
+
+@pytest.fixture(scope="session")
+def finished_study(tmp_path_factory) -> tuple[Project, str]:
+    """A study whose eight grid points (2 models x 2 conv algorithms x 2 thread counts) all ran:
+    real trainings, builds and measurements, run once per test session. It has a cache of its own,
+    so its reuse flags do not depend on which tests ran before it."""
+    project = Project(tmp_path_factory.mktemp("finished"), tmp_path_factory.mktemp("finished-cache"))
+    project.write("search_spaces", "finished", FINISHED_SPACE)
+    project.write("studies", "finished", TINY_STUDY.format(space="finished", sampler="grid", n_trials=8,
+                                                           timeout=600))
+    result = project.run("optimize", "--study", "finished", "--no-progress", timeout=1800)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return project, "finished"

@@ -5,13 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from dlas_dse.config import settings_with_defaults
 from dlas_dse.stack.compiler import fold_batchnorm
 from dlas_dse.stack.compression import global_magnitude_masks
 from dlas_dse.trial import execute
 
-SETTINGS = {"evaluation": {"batch_size": 16, "max_samples": 32},
-            "measurement": {"warmup_runs": 1, "min_repeats": 3, "max_repeats": 10, "min_time_s": 0.05},
-            "verification": {"samples": 2, "tolerance": 1e-3}}
+SETTINGS = settings_with_defaults({
+    "evaluation": {"batch_size": 16, "max_samples": 32},
+    "measurement": {"warmup_runs": 1, "min_repeats": 3, "max_repeats": 10, "min_time_s": 0.05},
+    "verification": {"samples": 2, "tolerance": 1e-3}})
 FINE_TUNE = {"compression.finetune_epochs": 1, "compression.finetune_learning_rate": 0.01}
 TECHNIQUES = {
     "none": {},

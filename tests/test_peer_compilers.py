@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import pytest
 
-from dlas_dse.config import ConfigError, load_space
+from dlas_dse.config import ConfigError, load_space, settings_with_defaults
 from dlas_dse.trial import execute
 
-SETTINGS = {"evaluation": {"batch_size": 16, "max_samples": 32},
-            "measurement": {"warmup_runs": 1, "min_repeats": 3, "max_repeats": 10, "min_time_s": 0.05},
-            "verification": {"samples": 4, "tolerance": 1e-3}}
+SETTINGS = settings_with_defaults({
+    "evaluation": {"batch_size": 16, "max_samples": 32},
+    "measurement": {"warmup_runs": 1, "min_repeats": 3, "max_repeats": 10, "min_time_s": 0.05},
+    "verification": {"samples": 4, "tolerance": 1e-3}})
 ONE_IMAGE = 1 / SETTINGS["evaluation"]["max_samples"]
 
 

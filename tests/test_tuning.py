@@ -4,15 +4,27 @@ default schedule."""
 
 from __future__ import annotations
 
+import multiprocessing
+
 import numpy as np
+import optuna
 import pytest
 import torch
+import tvm
+from tvm import te
+from tvm.s_tir import meta_schedule as ms
 
 from dlas_dse.cache import ArtifactCache
+from dlas_dse.config import load_study
 from dlas_dse.stack.compiler import BuildRequest, compile_model
-from dlas_dse.stack.hardware import host_cpu
+from dlas_dse.stack.hardware import create_device
+from dlas_dse.stack.tuning import TuningDatabase, study_allowance
 
 TUNED = {"compiler": "tvm", "tuning": "metaschedule", "trials_per_task": 1, "max_trials": 0, "tuning_timeout_s": 0.0}
+
+
+def host(threads: int):
+    return create_device({"device": "host-cpu", "threads": threads})
 
 
 class Tiny(torch.nn.Module):
@@ -33,7 +45,7 @@ def build(seed: int, cache: ArtifactCache, algorithm: dict, sparsity: float = 0.
     with torch.no_grad():
         model.conv.weight *= torch.rand_like(model.conv.weight) >= sparsity
     request = BuildRequest(model, {"seed": seed, "sparsity": sparsity}, (3, 8, 8), 1,
-                           {"layout": "NCHW", "format": "dense", **algorithm}, TUNED, host_cpu({"threads": 2}))
+                           {"layout": "NCHW", "format": "dense", **algorithm}, TUNED, host(2))
     executable, record = compile_model(request, cache)
     images = np.random.default_rng(seed).standard_normal((1, 3, 8, 8)).astype(np.float32)
     with torch.no_grad():
@@ -48,8 +60,9 @@ def test_tuning_is_checked_and_shared_through_the_database(tmp_path):
     first = build(0, cache, {"conv": "direct"})
     assert first["tasks"] == 3 and first["database_hits"] == 0 and first["tuned_tasks"] == 3
     assert first["measured_candidates"] == 3 and first["new_records"] >= 1
-    # a task whose one candidate failed keeps its default schedule; the tuned ones are not rescheduled
-    assert len(first["default_scheduled"]) == 3 - first["new_records"]
+    # every task's default schedule was measured too and stored as a record: the build takes the
+    # faster of it and the tuned candidate, so no function is left to an unmeasured default
+    assert first["default_schedule_records"] == 3 and first["default_scheduled"] == []
     second = build(1, cache, {"conv": "direct"})  # other weights, same workloads
     assert second["database_hits"] == 3 and second["tuned_tasks"] == 0 and second["measured_candidates"] == 0
     assert second["default_scheduled"] == first["default_scheduled"]
@@ -62,3 +75,86 @@ def test_sparse_kernel_builds_and_runs_under_tuning(tmp_path):
     # tuned, or left to its default schedule with the reason recorded
     for task, reason in record["default_schedule_tasks"].items():
         assert "sparse" in task and reason
+
+
+def test_study_allowance_lowers_the_timeout_then_stops_tuning():
+    software = {**TUNED, "tuning_timeout_s": 100.0}
+    assert study_allowance(software, None, 1e9) == (software, True, False)  # no cap
+    assert study_allowance(software, 500.0, 300.0) == (software, True, False)  # own timeout is lower
+    assert study_allowance(software, 500.0, 450.0) == ({**software, "tuning_timeout_s": 50.0}, True, True)
+    assert study_allowance(software, 500.0, 500.0) == (software, False, True)  # spent: database only
+    untuned = {**software, "tuning": "untuned"}
+    assert study_allowance(untuned, 0.0, 10.0) == (untuned, True, False)
+
+
+@pytest.mark.slow
+def test_study_tuning_cap_stops_tuning_once_spent(project, monkeypatch):
+    name = project.tiny(threads="{choices: [1, 2]}", sampler="grid", timeout=1800)
+    space, study = project.root / "search_spaces" / f"{name}.yaml", project.root / "studies" / f"{name}.yaml"
+    space.write_text(space.read_text().replace("  compiler: tvm\n",
+                                               "  compiler: tvm\n  tuning: metaschedule\n  trials_per_task: 2\n"))
+    study.write_text(study.read_text() + "tuning: {max_total_s: 0.001}\n")
+    result = project.run("optimize", "--study", name, "--no-progress")
+    assert result.returncode == 0, result.stderr[-3000:]
+    monkeypatch.chdir(project.root)
+    trials = sorted(optuna.load_study(study_name=name, storage=load_study(name).storage).get_trials(),
+                    key=lambda t: t.number)
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials), [t.user_attrs.get("fail_reason")
+                                                                              for t in trials]
+    first, second = (t.user_attrs for t in trials)
+    # the first trial tuned until the deadline the cap left it (seeding the default schedules took
+    # longer than 1 ms), stopping long before its budget
+    tuning = first["build"]["tuning"]
+    assert first["tuning_capped"] and first["time_tune_s"] > 0 and tuning["stopped_by_timeout"]
+    assert tuning["default_schedule_records"] == tuning["tuned_tasks"] > 0
+    assert tuning["measured_candidates"] < 2 * tuning["tuned_tasks"]
+    # the second found the study's tuning time spent: built from the database, measured nothing
+    assert second["tuning_capped"] and second["time_tune_s"] == 0.0
+    assert second["build"]["tuning"]["tuned_tasks"] == 0 and "measured_candidates" not in second["build"]["tuning"]
+
+
+def _matmul(size: int) -> tvm.IRModule:
+    a, b = te.placeholder((size, size), name="a"), te.placeholder((size, size), name="b")
+    k = te.reduce_axis((0, size), name="k")
+    c = te.compute((size, size), lambda i, j: te.sum(a[i, k] * b[k, j], axis=k), name="c")
+    return tvm.IRModule({"main": te.create_prim_func([a, b, c])})
+
+
+def _merge_worker(cache_dir: str, worker: int, workloads: int, start) -> None:
+    """One worker process: merge a record for each of its own workloads, one merge at a time,
+    all workers starting together."""
+    target = host(1).tvm_target()
+    database, privates = TuningDatabase(ArtifactCache(cache_dir), target), []
+    for index in range(workloads):
+        mod, private = _matmul(8 + worker * workloads + index), ms.database.MemoryDatabase()
+        schedule = tvm.s_tir.Schedule(mod)
+        schedule.get_loops(schedule.get_sblock("c"))  # MetaSchedule ignores a record with an empty trace
+        private.commit_tuning_record(ms.database.TuningRecord(
+            schedule.trace, private.commit_workload(mod), [1e-6 * (worker * workloads + index + 1)],
+            target, ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
+        privates.append(private)
+    start.wait()
+    for private in privates:
+        database.merge(private)
+
+
+def test_concurrent_workers_merge_into_one_database_without_mixing_records(tmp_path):
+    workers, workloads = 4, 10
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(workers)
+    processes = [context.Process(target=_merge_worker, args=(str(tmp_path), worker, workloads, start))
+                 for worker in range(workers)]
+    for process in processes:
+        process.start()
+    for process in processes:
+        process.join(300)
+        assert process.exitcode == 0
+    database = TuningDatabase(ArtifactCache(tmp_path), host(1).tvm_target()).open()
+    assert len(database) == workers * workloads
+    for number in range(workers * workloads):
+        mod = _matmul(8 + number)
+        assert database.has_workload(mod)
+        (record,) = database.get_top_k(database.commit_workload(mod), 2)
+        # each record is still attached to the workload its worker tuned (the run time encodes which)
+        tvm.ir.assert_structural_equal(record.workload.mod, mod)
+        assert float(record.run_secs[0]) == pytest.approx(1e-6 * (number + 1))

@@ -70,24 +70,31 @@ class BuildRequest:
 
 
 class TVMExecutable(Executable):
-    """A Relax VM over a compiled shared library."""
+    """A Relax VM over a compiled shared library, loaded on the device at its first run (on a
+    remote board: uploaded and loaded there)."""
 
     def __init__(self, library: Path, device: Device, batch_size: int, input_dtype: str):
-        self.batch_size = batch_size
-        self._input_dtype = input_dtype
-        self._device = device.tvm_device()
-        self._vm = relax.VirtualMachine(tvm.runtime.load_module(str(library)), self._device)
+        self.batch_size, self.library = batch_size, library
+        self._input_dtype, self._target_device = input_dtype, device
+        self._vm: relax.VirtualMachine | None = None
+        self._device: tvm.runtime.Device | None = None
 
-    def _input(self, batch: np.ndarray) -> tvm.runtime.Tensor:
-        return tvm.runtime.tensor(np.ascontiguousarray(batch, dtype=self._input_dtype), self._device)
+    def _loaded(self) -> tuple[relax.VirtualMachine, tvm.runtime.Device]:
+        if self._vm is None:
+            module, self._device = self._target_device.load(self.library)
+            self._vm = relax.VirtualMachine(module, self._device)
+        return self._vm, self._device
+
+    def _input(self, batch: np.ndarray, device: tvm.runtime.Device) -> tvm.runtime.Tensor:
+        return tvm.runtime.tensor(np.ascontiguousarray(batch, dtype=self._input_dtype), device)
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        output = self._vm["main"](self._input(batch))
-        return (output[0] if not hasattr(output, "numpy") else output).numpy().astype(np.float32)
+        vm, device = self._loaded()
+        return vm["main"](self._input(batch, device)).numpy().astype(np.float32)
 
     def time_runs(self, batch: np.ndarray, count: int) -> list[float]:
-        timer = self._vm.time_evaluator("main", self._device, number=1, repeat=count)
-        return list(timer(self._input(batch)).results)
+        vm, device = self._loaded()
+        return list(vm.time_evaluator("main", device, number=1, repeat=count)(self._input(batch, device)).results)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -101,7 +108,7 @@ def to_relax(model: nn.Module, input_shape: tuple[int, ...]) -> tvm.IRModule:
     example = torch.zeros(input_shape, dtype=next(model.parameters()).dtype)
     with torch.no_grad():
         program = torch.export.export(fold_batchnorm(model), (example,))
-    return from_exported_program(program, keep_params_as_input=False)
+    return from_exported_program(program, keep_params_as_input=False, unwrap_unit_return_tuple=True)
 
 
 def algorithm_modules() -> list:
@@ -158,7 +165,7 @@ def _schedule(mod: tvm.IRModule, request: BuildRequest, cache: ArtifactCache) ->
         return build_pipeline(target, scheduled=default_scheduled), {"default_scheduled": default_scheduled}
     if request.tune:
         budget = TuningBudget(software["trials_per_task"], software["max_trials"], software["tuning_timeout_s"])
-        database, record = tune(mod, target, cache, budget)
+        database, record = tune(mod, request.device, cache, budget)
     else:
         database, record = TuningDatabase(cache, target).open(), {"tuned_tasks": 0, "note": "database only"}
     return build_pipeline(target, database, default_scheduled), {**record, "default_scheduled": default_scheduled}
@@ -192,8 +199,8 @@ def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executabl
         mod, algorithm_record = apply_algorithm(mod, request.algorithm)
         profile["deployed_bytes"] = deployed_bytes(mod)  # as deployed: CSR arrays, winograd-transformed weights
         pipeline, tuning = _schedule(mod, request, cache)
-        tvm.compile(mod, request.device.tvm_target(), relax_pipeline=pipeline).export_library(
-            str(directory / "model.so"))
+        request.device.export_library(tvm.compile(mod, request.device.tvm_target(), relax_pipeline=pipeline),
+                                      directory / "model.so")
         return {**profile, **precision_record, **algorithm_record, "tuning": tuning}
 
     started = time.perf_counter()

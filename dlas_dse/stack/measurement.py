@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Callable
 
+import time
+
 import numpy as np
 
 
@@ -19,6 +21,7 @@ class LatencyStats:
     max_ms: float
     runs: int
     warmup_runs: int
+    cooldown_s: float
 
     def as_dict(self) -> dict:
         """Plain dict, for trial attributes."""
@@ -26,12 +29,14 @@ class LatencyStats:
 
 
 def measure_latency(time_runs: Callable[[int], list[float]], warmup_runs: int, min_repeats: int,
-                    max_repeats: int, min_time_s: float) -> LatencyStats:
+                    max_repeats: int, min_time_s: float, cooldown_s: float = 0.0) -> LatencyStats:
     """Time a runner: ``time_runs(n)`` executes ``n`` runs and returns each one's seconds.
 
-    Runs ``warmup_runs`` untimed, then batches of timed runs until at least ``min_repeats`` runs
-    and ``min_time_s`` seconds of measured time (at most ``max_repeats`` runs).
+    Waits ``cooldown_s`` idle, runs ``warmup_runs`` untimed, then batches of timed runs until at
+    least ``min_repeats`` runs and ``min_time_s`` seconds of measured time (at most ``max_repeats``).
     """
+    if cooldown_s:
+        time.sleep(cooldown_s)
     if warmup_runs:
         time_runs(warmup_runs)
     samples = list(time_runs(min_repeats))
@@ -42,4 +47,4 @@ def measure_latency(time_runs: Callable[[int], list[float]], warmup_runs: int, m
     ms = np.asarray(samples) * 1e3
     q1, q3 = np.percentile(ms, [25, 75])
     return LatencyStats(float(np.median(ms)), float(q3 - q1), float(ms.mean()), float(ms.min()),
-                        float(ms.max()), len(ms), warmup_runs)
+                        float(ms.max()), len(ms), warmup_runs, cooldown_s)

@@ -11,6 +11,7 @@ schedule, and the record says so.
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
 import inspect
 import linecache
@@ -28,7 +29,8 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.ir.utils import derived_object
 
 from dlas_dse.cache import ArtifactCache, content_key
-from dlas_dse.stack.algorithms.schedule import fuse_operators
+from dlas_dse.stack.algorithms.schedule import fuse_operators, schedule_with_defaults, vector_bits
+from dlas_dse.stack.hardware import Device, RemoteBoard
 
 STAGE = "tuning"
 LOGGER = logging.getLogger("dlas_dse.tuning")
@@ -79,6 +81,20 @@ class TuningDatabase:
                     record.trace, shared.commit_workload(record.workload.mod), record.run_secs,
                     record.target, record.args_info))
         return len(records)
+
+
+def study_allowance(software: dict, max_total_s: float | None, spent_s: float) -> tuple[dict, bool, bool]:
+    """Apply a study's tuning cap to one trial's software parameters: returns the parameters (the
+    tuning timeout lowered to what is left), whether the trial may tune, and whether it was capped."""
+    if software.get("tuning") != "metaschedule" or max_total_s is None:
+        return software, True, False
+    left = max_total_s - spent_s
+    if left <= 0:
+        return software, False, True
+    timeout = software["tuning_timeout_s"]
+    if timeout and timeout <= left:
+        return software, True, False
+    return {**software, "tuning_timeout_s": left}, True, True
 
 
 def _valid(record: ms.database.TuningRecord) -> bool:
@@ -143,12 +159,58 @@ def _tunable(contexts: list) -> tuple[list, dict[str, str]]:
     return kept, skipped
 
 
-def tune(mod: tvm.IRModule, target: tvm.target.Target, cache: ArtifactCache, budget: TuningBudget,
+def export_with(compiler: str, module: tvm.runtime.Module) -> str:
+    """Export a candidate as a shared library linked by ``compiler`` (a board's cross compiler)."""
+    path = str(Path(tempfile.mkdtemp()) / "candidate.so")
+    module.export_library(path, fcompile=tvm.support.cc.cross_compiler(compiler))
+    return path
+
+
+def _measurement(device: Device) -> tuple[ms.builder.Builder, ms.runner.Runner]:
+    """How candidates are built and timed: on this machine, or cross-compiled here and timed on a
+    board the tracker lends (RPC runner)."""
+    compiler = device.details.get("cross_compiler")
+    builder = ms.builder.LocalBuilder(timeout_sec=300, initializer=load_tensor_intrinsics,
+                                      f_export=functools.partial(export_with, compiler) if compiler else None)
+    if isinstance(device, RemoteBoard):
+        host, port = device.tracker
+        config = ms.runner.RPCConfig(host, port, device.details["key"], session_timeout_sec=120)
+        return builder, ms.runner.RPCRunner(config, max_workers=1)
+    return builder, ms.runner.LocalRunner(timeout_sec=120)
+
+
+def seed_default_schedules(contexts: list, builder: ms.builder.Builder, runner: ms.runner.Runner,
+                           database: ms.database.Database) -> int:
+    """Measure every task's default schedule with the tuning's builder and runner and store it as a
+    record: the evolutionary search starts from it, and the build picks the faster of it and the
+    best tuned candidate, so a tuned build is never slower than the untuned one on any task.
+    Returns how many were stored (a CPU's schedules; dlight's GPU ones are not seeded)."""
+    schedules = [(context, schedule_with_defaults(context.mod, vector_bits(context.target)))
+                 for context in contexts if context.target.kind.name == "llvm"]
+    built = builder.build([ms.builder.BuilderInput(sch.mod, context.target) for context, sch in schedules])
+    measured = [(context, sch, result) for (context, sch), result in zip(schedules, built) if result.error_msg is None]
+    futures = runner.run([ms.runner.RunnerInput(result.artifact_path, "cpu",
+                                                ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"]))
+                          for context, sch, result in measured])
+    stored = 0
+    for (context, sch, _), future in zip(measured, futures):
+        result = future.result()
+        if result.error_msg is None and result.run_secs:
+            database.commit_tuning_record(ms.database.TuningRecord(
+                sch.trace, database.commit_workload(context.mod), result.run_secs, context.target,
+                ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])))
+            stored += 1
+    return stored
+
+
+def tune(mod: tvm.IRModule, device: Device, cache: ArtifactCache, budget: TuningBudget,
          seed: int = 0) -> tuple[ms.database.Database, dict]:
-    """Tune the tasks of ``mod`` that the shared database lacks; returns the database to build
-    with and a record (tasks, database hits, measured candidates, tasks left to default schedules)."""
+    """Tune the tasks of ``mod`` that the shared database lacks, measuring on ``device``; returns
+    the database to build with and a record (tasks, database hits, measured candidates, tasks left
+    to default schedules)."""
     started = time.perf_counter()
     load_tensor_intrinsics()
+    target = device.tvm_target()
     shared = TuningDatabase(cache, target)
     tasks = ms.relax_integration.extract_tasks(fuse_operators(mod, target), target)
     hits = shared.tuned(tasks)
@@ -170,21 +232,31 @@ def tune(mod: tvm.IRModule, target: tvm.target.Target, cache: ArtifactCache, bud
             if tunable:
                 private = ms.database.JSONDatabase(str(work_dir / "workloads.json"), str(work_dir / "records.json"))
                 max_trials = budget.trials_per_task * len(tunable)
-                callbacks = ms.measure_callback.MeasureCallback.create("default")
-                if budget.timeout_s:
-                    callbacks.append(_Deadline(time.monotonic() + budget.timeout_s, len(tunable)))
+                callbacks = list(ms.measure_callback.MeasureCallback.create("default"))
+                deadline = time.monotonic() + budget.timeout_s if budget.timeout_s else None
+                if deadline:
+                    callbacks.append(_Deadline(deadline, len(tunable)))
+                builder, runner = _measurement(device)
+                record["default_schedule_records"] = 0
                 try:
-                    ms.tune_tasks(tasks=tunable, task_weights=weights, work_dir=str(work_dir),
-                                  max_trials_global=min(max_trials, budget.max_trials or max_trials),
-                                  max_trials_per_task=budget.trials_per_task,
-                                  num_trials_per_iter=min(budget.trials_per_task, 64),
-                                  builder=ms.builder.LocalBuilder(timeout_sec=300,
-                                                                  initializer=load_tensor_intrinsics),
-                                  runner=ms.runner.LocalRunner(timeout_sec=120),
-                                  database=private, measure_callbacks=callbacks)
+                    record["default_schedule_records"] = seed_default_schedules(tunable, builder, runner, private)
+                    record["stopped_by_timeout"] = bool(deadline and time.monotonic() > deadline)
+                    if not record["stopped_by_timeout"]:
+                        # the gradient scheduler sends every task once before it runs any callback, so
+                        # only round-robin lets the deadline stop the search after the current batch
+                        ms.tune_tasks(tasks=tunable, task_weights=weights, work_dir=str(work_dir),
+                                      max_trials_global=min(max_trials, budget.max_trials or max_trials),
+                                      max_trials_per_task=budget.trials_per_task,
+                                      num_trials_per_iter=min(budget.trials_per_task, 64),
+                                      builder=builder, runner=runner, database=private,
+                                      measure_callbacks=callbacks,
+                                      task_scheduler="round-robin" if deadline else "gradient")
+                        record["stopped_by_timeout"] = bool(deadline and time.monotonic() > deadline)
                 except Exception as error:  # noqa: BLE001  (what was measured is kept; the rest keeps defaults)
                     record["tuning_error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
-                record.update(tuned_tasks=len(tunable), measured_candidates=len(private.get_all_tuning_records()),
+                record.update(tuned_tasks=len(tunable),
+                              measured_candidates=len(private.get_all_tuning_records())
+                              - record["default_schedule_records"],
                               new_records=shared.merge(private))
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)

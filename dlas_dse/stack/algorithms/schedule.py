@@ -16,8 +16,8 @@ from typing import Callable
 
 import tvm
 from tvm import relax, s_tir
-from tvm.relax.backend.cpu_generic.pipeline import (dataflow_lower_passes, finalize_passes,
-                                                     legalize_passes, library_dispatch_passes)
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+from tvm.relax.backend.cuda import pipeline as cuda
 
 SCHEDULE_KEY = "dlas.schedule"
 IS_SCHEDULED = "tirx.is_scheduled"
@@ -143,9 +143,10 @@ def _is_parallel(sch: s_tir.Schedule, block) -> bool:
     return bool(loops) and sch.get(loops[0]).kind == tvm.tirx.ForKind.PARALLEL
 
 
-def schedule_function(func: tvm.tirx.PrimFunc, vector_bits: int) -> tvm.tirx.PrimFunc:
-    """``func`` with its algorithms' default schedules for the tagged blocks and the generic one
-    for every other block (packing, padding, pooling, elementwise, dense layers)."""
+def schedule_with_defaults(func: tvm.tirx.PrimFunc | tvm.IRModule, vector_bits: int) -> s_tir.Schedule:
+    """The schedule (with its trace) giving ``func`` its algorithms' default schedules for the
+    tagged blocks and the generic one for every other block (packing, padding, pooling,
+    elementwise, dense layers)."""
     sch = s_tir.Schedule(func)
     root = sch.get_sblock("root")
     tagged = [(block, str(sch.get(block).annotations[SCHEDULE_KEY])) for block in sch.get_child_blocks(root)
@@ -162,7 +163,12 @@ def schedule_function(func: tvm.tirx.PrimFunc, vector_bits: int) -> tvm.tirx.Pri
                 parallelize(sch, block, vector_bits)
             except s_tir.schedule.ScheduleError:
                 continue
-    return sch.mod["main"].with_attr(IS_SCHEDULED, True)
+    return sch
+
+
+def schedule_function(func: tvm.tirx.PrimFunc, vector_bits: int) -> tvm.tirx.PrimFunc:
+    """``func`` with its default schedule (see :func:`schedule_with_defaults`), marked scheduled."""
+    return schedule_with_defaults(func, vector_bits).mod["main"].with_attr(IS_SCHEDULED, True)
 
 
 def apply_default_schedules(vector_bits: int, scheduled: list[str] | None = None) -> tvm.transform.Pass:
@@ -183,26 +189,65 @@ def apply_default_schedules(vector_bits: int, scheduled: list[str] | None = None
     return apply
 
 
+X86_VECTOR_BITS = (("avx512f", 512), ("avx", 256), ("sse2", 128))
+
+
+def vector_bits(target: tvm.target.Target) -> int:
+    """The widest vector register of an LLVM target's CPU. TVM's ``llvm_get_vector_width`` says
+    512 for every x86 CPU (AVX2-only ones too), so x86 widths come from the CPU's features."""
+    for feature, bits in X86_VECTOR_BITS:
+        if tvm.target.codegen.target_has_features(feature, target):
+            return bits
+    return tvm.target.codegen.llvm_get_vector_width(target)
+
+
+def _is_gpu(target: tvm.target.Target) -> bool:
+    return target.kind.name == "cuda"
+
+
+def _fusion_passes(target: tvm.target.Target) -> list:
+    """Library dispatch, legalization of operators to PrimFuncs, and operator fusion."""
+    if not _is_gpu(target):
+        return cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
+    return cuda.library_dispatch_passes(target) + [
+        relax.transform.LegalizeOps(), relax.transform.AnnotateTIROpPattern(), relax.transform.FoldConstant(),
+        relax.transform.FuseOps(), relax.transform.FuseTIR()]
+
+
+def _lowering_passes(target: tvm.target.Target) -> list:
+    backend = cuda if _is_gpu(target) else cpu_generic
+    return backend.dataflow_lower_passes(target) + backend.finalize_passes(target)
+
+
+def _default_schedules(target: tvm.target.Target, scheduled: list[str] | None) -> tvm.transform.Pass:
+    """The "untuned" schedule of every function not scheduled yet: the project's own on CPUs,
+    dlight's default GPU rules on CUDA."""
+    if not _is_gpu(target):
+        return apply_default_schedules(vector_bits(target), scheduled)
+    from tvm.s_tir import dlight
+
+    return dlight.ApplyDefaultSchedule(dlight.gpu.Matmul(), dlight.gpu.GEMV(), dlight.gpu.Reduction(),
+                                       dlight.gpu.GeneralReduction(), dlight.gpu.Fallback())
+
+
 def fuse_operators(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
     """``mod`` as :func:`build_pipeline` has it when schedules are applied: operators legalized
     to PrimFuncs and fused (the functions MetaSchedule tunes)."""
     with target:
-        return tvm.transform.Sequential(library_dispatch_passes(target) + legalize_passes(target))(mod)
+        return tvm.transform.Sequential(_fusion_passes(target))(mod)
 
 
 def build_pipeline(target: tvm.target.Target, database=None, scheduled: list[str] | None = None) -> tvm.transform.Pass:
-    """TVM's CPU build pipeline; after operator fusion, the functions a MetaSchedule ``database``
-    has records for get their tuned schedule and every other one the project's default schedule
-    (all of them without a database: the "untuned" build)."""
-    vector_bits = tvm.target.codegen.llvm_get_vector_width(target) if target.kind.name == "llvm" else 128
+    """TVM's build pipeline; after operator fusion, the functions a MetaSchedule ``database`` has
+    records for get their tuned schedule and every other one the default schedule (all of them
+    without a database: the "untuned" build)."""
 
     @tvm.transform.module_pass(opt_level=0, name="DlasBuildPipeline")
     def pipeline(mod: tvm.IRModule, _context) -> tvm.IRModule:
         with target, (database if database is not None else contextlib.nullcontext()):
             tuned = [relax.transform.MetaScheduleApplyDatabase()] if database is not None else []
-            passes = (library_dispatch_passes(target) + legalize_passes(target) + tuned
-                      + [apply_default_schedules(vector_bits, scheduled)]
-                      + dataflow_lower_passes(target) + finalize_passes(target))
+            passes = (_fusion_passes(target) + tuned + [_default_schedules(target, scheduled)]
+                      + _lowering_passes(target))
             return tvm.transform.Sequential(passes)(mod)
 
     return pipeline

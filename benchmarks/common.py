@@ -1,0 +1,49 @@
+"""What the benchmark scripts share: random-weight models, the latency protocol, saving results."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from dlas_dse.registry import MODELS  # noqa: E402
+from dlas_dse.stack.hardware import cpu_model  # noqa: E402
+from dlas_dse.stack.measurement import measure_latency  # noqa: E402
+
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def random_model(architecture: str, num_classes: int = 10, image_size: int = 32) -> torch.nn.Module:
+    """A registry model (CIFAR stem at 32×32) in eval mode with random weights and random
+    BatchNorm statistics (so that folding BatchNorm is not a no-op)."""
+    torch.manual_seed(0)
+    model = MODELS.get(architecture).function(num_classes, image_size)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+    return model.eval()
+
+
+def median_ms(time_runs: Callable[[int], list[float]], min_time_s: float) -> float:
+    """The project's latency protocol (2 warm-up runs, at least 5 timed runs and ``min_time_s``
+    seconds): the median in milliseconds."""
+    return measure_latency(time_runs, warmup_runs=2, min_repeats=5, max_repeats=2000,
+                           min_time_s=min_time_s).median_ms
+
+
+def save(name: str, results: dict, threads: int, started: float) -> Path:
+    """Write ``results`` with the machine's description to ``benchmarks/results/<name>.json``."""
+    results.update({"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads,
+                    "seconds": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d %H:%M")})
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps(results, indent=1))
+    return path

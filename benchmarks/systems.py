@@ -1,0 +1,112 @@
+"""Layer 5 on this machine: is a compiler worth it? PyTorch eager, ONNX Runtime, TVM untuned and
+TVM tuned by MetaSchedule at several budgets, side by side in one run.
+
+resnet18 and mobilenet_v2 at 32×32 (CIFAR stems, random weights), float32, batch 1, on host-cpu,
+each compiled by the project's own compilers (the same builds a trial makes) and checked against
+PyTorch before it is timed. Also the achieved GFLOP/s and the share of this machine's measured
+peak (float32 GEMM, `dlas_dse/stack/peak.py`).
+
+Tuning is the expensive part (seconds per measured candidate). Each budget has its own artifact
+cache under results/benchmark-cache/systems/ (so that 64 trials per task is not served 16's
+records), and a tuned build is cached: a rerun re-measures every budget already tuned and tunes
+only the new ones. `--budgets` names the budgets to tune in this run (0: none).
+
+    python benchmarks/systems.py [--models resnet18 mobilenet_v2] [--budgets 16 64 256] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+import numpy as np
+
+from common import ROOT, median_ms, random_model, save
+
+from dlas_dse.cache import ArtifactCache  # noqa: E402
+from dlas_dse.stack.compiler import BuildRequest, compile_model  # noqa: E402
+from dlas_dse.stack.hardware import create_device  # noqa: E402
+from dlas_dse.trial import check_against_pytorch  # noqa: E402
+
+CACHE = ROOT / "results" / "benchmark-cache" / "systems"
+DIRECT = {"conv": "direct", "layout": "NCHW", "format": "dense"}
+UNTUNED = {"compiler": "tvm", "tuning": "untuned", "trials_per_task": 16, "max_trials": 0, "tuning_timeout_s": 0.0}
+
+
+def variants(tune_budgets: list[int]) -> dict[str, tuple[dict, dict, ArtifactCache, bool]]:
+    """name → (algorithm, software, cache, may tune): the peers, TVM untuned (direct and gemm), and
+    TVM tuned at every budget that has a cache (re-measured) or is asked for (tuned now)."""
+    untuned_cache = ArtifactCache(CACHE / "untuned")
+    chosen = {"pytorch eager": (DIRECT, {"compiler": "pytorch"}, untuned_cache, False),
+              "onnxruntime": (DIRECT, {"compiler": "onnxruntime"}, untuned_cache, False),
+              "tvm untuned direct": (DIRECT, UNTUNED, untuned_cache, False),
+              "tvm untuned gemm": ({**DIRECT, "conv": "gemm"}, UNTUNED, untuned_cache, False)}
+    tuned_before = sorted(int(path.name.split("-")[1]) for path in CACHE.glob("budget-*"))
+    for budget in sorted(set(tuned_before) | {b for b in tune_budgets if b > 0}):
+        software = {**UNTUNED, "tuning": "metaschedule", "trials_per_task": budget}
+        chosen[f"tvm tuned {budget}/task"] = (DIRECT, software, ArtifactCache(CACHE / f"budget-{budget}"),
+                                              budget in tune_budgets)
+    return chosen
+
+
+def run(architecture: str, algorithm: dict, software: dict, cache: ArtifactCache, may_tune: bool,
+        threads: int, min_time_s: float) -> dict:
+    """Build one variant (tuning only if ``may_tune``), check it against PyTorch, time it."""
+    model = random_model(architecture)
+    request = BuildRequest(model, {"benchmark": "systems", "architecture": architecture}, (3, 32, 32), 1,
+                           algorithm, software, create_device({"device": "host-cpu", "threads": threads}),
+                           tune=may_tune)
+    started = time.perf_counter()
+    executable, build = compile_model(request, cache)
+    seconds = time.perf_counter() - started
+    images = np.random.default_rng(1).standard_normal((4, 3, 32, 32)).astype(np.float32)
+    check = check_against_pytorch(executable, model, images, tolerance=1e-3)
+    latency = median_ms(lambda n: executable.time_runs(images[:1], n), min_time_s)
+    row = {"latency_ms": latency, "gflops": 2 * build["macs"] / latency / 1e6, "macs": build["macs"],
+           "max_abs_error": check["max_abs_error"], "build_seconds": seconds, "build_hit": build["hit"]}
+    tuning = build.get("tuning", {})
+    if tuning.get("tasks"):
+        row["tuning"] = {k: tuning.get(k) for k in ("tasks", "database_hits", "tuned_tasks", "measured_candidates",
+                                                    "new_records", "seconds", "default_scheduled", "tuning_error")}
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2"])
+    parser.add_argument("--budgets", nargs="+", type=int, default=[16, 64, 256],
+                        help="trials per task to tune in this run (0: tune nothing, re-measure what is tuned)")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timed runs per measurement")
+    args = parser.parse_args()
+    host = create_device({"device": "host-cpu", "threads": args.threads})
+    host.configure_runtime()
+    started = time.perf_counter()
+    peak = host.peak(ArtifactCache(CACHE / "untuned"))
+    print(f"peak {peak['gflops']:.1f} GFLOP/s ({peak['method']})", flush=True)
+    results: dict = {"peak": peak, "models": {}}
+    for architecture in args.models:
+        rows = results["models"][architecture] = {}
+        for name, (algorithm, software, cache, may_tune) in variants(args.budgets).items():
+            row = rows[name] = run(architecture, algorithm, software, cache, may_tune, args.threads,
+                                   args.min_time)
+            row["percent_of_peak"] = 100 * row["gflops"] / peak["gflops"]
+            tuning = row.get("tuning")
+            print(f"{architecture:<13} {name:<22} {row['latency_ms']:8.2f} ms  {row['gflops']:6.1f} GFLOP/s "
+                  f"({row['percent_of_peak']:4.1f}% of peak)"
+                  + (f"  tuning: {tuning['measured_candidates']} candidates over {tuning['tuned_tasks']} of "
+                     f"{tuning['tasks']} tasks in {tuning['seconds']:.0f} s" if tuning else ""), flush=True)
+        reference = rows["onnxruntime"]["latency_ms"]
+        for row in rows.values():
+            row["vs_onnxruntime"] = row["latency_ms"] / reference
+    results["model"] = "32x32 CIFAR stems, random weights, float32, batch 1, direct NCHW for tuned TVM"
+    out = save("systems", results, args.threads, started)
+    for architecture, rows in results["models"].items():
+        print(f"{architecture}: " + ", ".join(f"{name} {row['vs_onnxruntime']:.2f}x" for name, row in rows.items())
+              + " of ONNX Runtime's latency")
+    print(f"saved {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,122 @@
+"""The exhaustive grid of a space, planned before anything runs: how many points per layer and in
+total, and how many times each expensive stage actually runs once the artifact cache shares it.
+
+A stage's result depends only on some parameters (its cache key): training on the dataset and the
+model, compression also on the compression, a build also on the algorithm, the software and the
+device (not the thread count: threads are a run-time setting). Points that agree on those share
+the stage's artifact, whatever the order or the worker that reaches them first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import optuna
+import sqlalchemy
+
+from dlas_dse.registry import LAYERS
+from dlas_dse.space import Config, SearchSpace
+
+STAGE_INPUTS: dict[str, tuple[str, ...]] = {
+    "trainings": ("dataset.", "model."),
+    "compressions": ("dataset.", "model.", "compression."),
+    "builds": ("dataset.", "model.", "compression.", "algorithm.", "software.", "hardware.device"),
+    "measurements": ("",),
+}
+"""What each expensive stage's result depends on (parameter-name prefixes)."""
+STAGE_NOTES = {
+    "trainings": "one per (dataset, model, training recipe)",
+    "compressions": "one per trained model and compression technique (none reuses the trained model)",
+    "builds": "one per (compressed model, algorithm, format, tuning, target); each build also has an "
+              "evaluation build at the evaluation batch, and accuracy is computed once per evaluation build",
+    "tuning runs": "builds with metaschedule; each tunes only the workloads the target's shared database lacks",
+    "measurements": "every point (latency is never reused)",
+}
+
+
+def _key(config: Config, prefixes: tuple[str, ...]) -> tuple:
+    return tuple(sorted((name, repr(value)) for name, value in config.items()
+                        if any(name.startswith(prefix) for prefix in prefixes)))
+
+
+@dataclass
+class GridPlan:
+    """The valid points of a grid and what they share."""
+
+    points: list[Config]
+    per_layer: dict[str, int]
+    """Distinct settings of each layer's parameters among the points."""
+    stages: dict[str, int]
+    """How many times each expensive stage runs for the whole grid."""
+
+    def describe(self) -> str:
+        """A table a person reads before committing machines to the grid."""
+        lines = [f"{len(self.points)} grid points (every valid combination, each run once)", "",
+                 "distinct settings per layer:"]
+        lines += [f"  {layer:<12} {count}" for layer, count in self.per_layer.items()]
+        lines += ["", "expensive stages, shared through the artifact cache:"]
+        lines += [f"  {stage:<13} {count:>6}   {STAGE_NOTES[stage]}" for stage, count in self.stages.items()]
+        return "\n".join(lines)
+
+
+def plan_grid(space: SearchSpace) -> GridPlan:
+    """Enumerate the grid of ``space`` and count its layers and shared stages (nothing runs)."""
+    points = list(space.grid())
+    per_layer = {layer: len({_key(point, (f"{layer}.",)) for point in points}) for layer in LAYERS}
+    stages = {"trainings": len({_key(point, STAGE_INPUTS["trainings"]) for point in points}),
+              "compressions": len({_key(point, STAGE_INPUTS["compressions"]) for point in points
+                                   if point.get("compression.technique") != "none"}),
+              "builds": len({_key(point, STAGE_INPUTS["builds"]) for point in points})}
+    stages["tuning runs"] = len({_key(point, STAGE_INPUTS["builds"]) for point in points
+                                 if point.get("software.tuning") == "metaschedule"})
+    stages["measurements"] = len(points)
+    return GridPlan(points, per_layer, stages)
+
+
+@contextlib.contextmanager
+def storage_lock(storage: optuna.storages.RDBStorage, name: str) -> Iterator[None]:
+    """An exclusive lock named ``name`` across every process using ``storage``: a PostgreSQL or
+    MySQL advisory lock on the database server, a file lock beside an SQLite file."""
+    url = storage.engine.url
+    if url.get_backend_name() == "sqlite":
+        with open(Path(str(url.database) + f".{name}.lock"), "w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+        return
+    with storage.engine.connect() as connection:
+        if url.get_backend_name() == "postgresql":
+            key = zlib.crc32(name.encode())
+            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+        else:
+            connection.execute(sqlalchemy.text("SELECT GET_LOCK(:name, -1)"), {"name": name})
+            try:
+                yield
+            finally:
+                connection.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:name)"), {"name": name})
+
+
+def _point_key(params: dict) -> str:
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def enqueue_grid(study: optuna.Study, storage: optuna.storages.RDBStorage, space: SearchSpace) -> int:
+    """Enqueue, once across every worker, each valid point of ``space`` the study does not hold
+    yet (as a waiting trial; workers pop waiting trials atomically). Returns the number of points."""
+    sampled = [p.name for p in space.sampled_parameters()]
+    points = [{name: point[name] for name in sampled if name in point} for point in space.grid()]
+    with storage_lock(storage, f"dlas-grid-{study.study_name}"):
+        held = {_point_key(t.system_attrs.get("fixed_params", t.params)) for t in study.get_trials(deepcopy=False)}
+        for point in points:
+            if _point_key(point) not in held:
+                study.enqueue_trial(point)
+    return len(points)

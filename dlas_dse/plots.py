@@ -1,0 +1,133 @@
+"""Figures of a study: Pareto fronts per platform (static PNG and interactive HTML) and
+parameter importances."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+
+import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+import pandas as pd  # noqa: E402
+import plotly.express as px  # noqa: E402
+
+AXES = {"accuracy": "top-1 accuracy (validation subset)", "latency_ms": "latency (ms, batch 1, median)",
+        "size_mb": "deployed size (MB)"}
+NAMES = {"accuracy": "accuracy", "latency_ms": "latency", "size_mb": "deployed size"}
+MAXIMIZED = {"accuracy"}
+MODEL = "model.architecture"
+LOG_WHEN_SPREAD = ("latency_ms", "size_mb")
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
+PAIRS = (("latency_ms", "accuracy"), ("size_mb", "latency_ms"))
+HOVER = ("trial", "model.architecture", "compression.technique", "algorithm.conv", "algorithm.format",
+         "software.tuning", "threads_used")
+
+
+def plottable(frame: pd.DataFrame) -> pd.DataFrame:
+    """Completed trials with the columns the plots use (``size_mb``, ``platform``)."""
+    from dlas_dse.observations import completed
+
+    done = completed(frame)
+    return done.assign(size_mb=done["size_bytes"] / 1e6) if not done.empty else done
+
+
+def front_2d(frame: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
+    """The points no other point beats on both ``x`` and ``y`` (directions from ``MAXIMIZED``),
+    sorted by ``x``."""
+    sign_x, sign_y = (-1 if x in MAXIMIZED else 1), (-1 if y in MAXIMIZED else 1)
+    ordered = frame.assign(_x=sign_x * frame[x], _y=sign_y * frame[y]).sort_values(["_x", "_y"])
+    kept, best_y = [], float("inf")
+    for index, row in ordered.iterrows():
+        if row["_y"] < best_y:
+            kept.append(index)
+            best_y = row["_y"]
+    return frame.loc[kept].sort_values(x)
+
+
+def _model_markers(frame: pd.DataFrame) -> dict[str, str]:
+    """A marker shape per model when the plot shows several (the colour shows another layer)."""
+    models = sorted(frame[MODEL].dropna().unique()) if MODEL in frame else []
+    return dict(zip(models, MARKERS)) if len(models) > 1 else {}
+
+
+def _log_scale(ax: plt.Axes, which: str) -> None:
+    """Log scale on axis ``which`` ("x" or "y") with plain tick labels (0.5, 1, 2, 5, 10 ...)."""
+    getattr(ax, f"set_{which}scale")("log")
+    axis = ax.xaxis if which == "x" else ax.yaxis
+    axis.set_major_locator(LogLocator(subs=(1, 2, 5)))
+    axis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+    axis.set_minor_formatter(NullFormatter())
+
+
+def pareto_plot(frame: pd.DataFrame, x: str, y: str, color: str, ax: plt.Axes | None = None) -> plt.Axes:
+    """Scatter of ``y`` against ``x`` coloured by ``color`` with the 2-D Pareto front as a step line."""
+    ax = ax or plt.subplots(figsize=(6, 4.5))[1]
+    shapes = _model_markers(frame) if color != MODEL else {}
+    for index, (value, group) in enumerate(frame.groupby(color, sort=True)):
+        for model, points in (group.groupby(MODEL) if shapes else [(None, group)]):
+            ax.scatter(points[x], points[y], color=f"C{index}", marker=shapes.get(model, "o"), s=36, alpha=0.85,
+                       edgecolors="white", linewidths=0.5, label=str(value))
+    for model, marker in shapes.items():
+        ax.scatter([], [], color="gray", marker=marker, label=f"model: {model}")
+    front = front_2d(frame, x, y)
+    ax.step(front[x], front[y], where="post", color="black", linewidth=1, alpha=0.6)
+    ax.scatter(front[x], front[y], s=110, facecolors="none", edgecolors="black", linewidths=1,
+               label="Pareto front (ringed)")
+    ax.set_xlabel(AXES.get(x, x))
+    ax.set_ylabel(AXES.get(y, y))
+    for column, which in ((x, "x"), (y, "y")):
+        if column in LOG_WHEN_SPREAD and frame[column].max() > 8 * frame[column].min():
+            _log_scale(ax, which)
+    ax.grid(True, alpha=0.3)
+    return ax
+
+
+def pareto_png(frame: pd.DataFrame, x: str, y: str, color: str, path: Path) -> Path:
+    """One panel per platform, shared legend below; saved as PNG."""
+    platforms = sorted(frame["platform"].unique())
+    columns = min(3, len(platforms))
+    rows = -(-len(platforms) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(max(8.0, 5.2 * columns), 4.2 * rows + 1.0),
+                                squeeze=False, layout="constrained")
+    for ax, platform in zip(axes.flat, platforms):
+        pareto_plot(frame[frame["platform"] == platform], x, y, color, ax)
+        ax.set_title(platform)
+    for ax in list(axes.flat)[len(platforms):]:
+        ax.set_visible(False)
+    handles = {}
+    for ax in axes.flat:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    figure.legend(handles.values(), handles.keys(), title=color.split(".", 1)[-1], loc="outside lower center",
+                  ncol=min(len(handles), 3 * columns + 1), frameon=False)
+    figure.suptitle(f"{NAMES.get(y, y).capitalize()} vs {NAMES.get(x, x)} per platform")
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path
+
+
+def pareto_html(frame: pd.DataFrame, x: str, y: str, color: str, path: Path) -> Path:
+    """The same plot, interactive (hover shows each trial's configuration), one facet per platform."""
+    hover = [c for c in HOVER if c in frame]
+    figure = px.scatter(frame, x=x, y=y, color=frame[color].astype(str), facet_col="platform", facet_col_wrap=3,
+                        hover_data=hover, labels={**AXES, "color": color.split(".", 1)[-1]},
+                        title=f"{NAMES.get(y, y).capitalize()} vs {NAMES.get(x, x)} per platform")
+    figure.write_html(path, include_plotlyjs="cdn")
+    return path
+
+
+def importance_png(importances: pd.DataFrame, path: Path) -> Path:
+    """Horizontal bars: each parameter's fANOVA importance for each objective."""
+    figure, ax = plt.subplots(figsize=(7, 0.5 * len(importances) + 1.8))
+    importances.sort_values(importances.columns[0]).plot.barh(ax=ax, width=0.8)
+    ax.set_xlabel("fANOVA importance (share of the objective's variance)")
+    ax.set_ylabel("parameter")
+    ax.set_title("Parameter importance per objective")
+    ax.legend(title="objective", loc="lower right")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

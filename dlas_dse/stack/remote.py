@@ -1,0 +1,136 @@
+"""Remote boards through the TVM RPC tracker: where the tracker is, what it has free, a session.
+
+A board runs ``python -m tvm.exec.rpc_server --tracker HOST:PORT --key KEY``; the tracker
+(``python -m tvm.exec.rpc_tracker``) queues requests for a key across every board registered under
+it. A trial holds one session (one board) while it measures latency and computes accuracy.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import tvm
+from tvm import rpc
+
+TRACKER_VARIABLE = "DLAS_RPC_TRACKER"
+"""``host:port`` of the tracker, overriding every catalogue entry's ``tracker``."""
+CONNECT_TIMEOUT_S = 3.0
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``"host:port"`` → ``(host, port)``; raises ValueError saying what is expected."""
+    host, _, port = str(text).rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError(f"expected host:port (e.g. 127.0.0.1:9190), got {text!r}")
+    return host, int(port)
+
+
+def tracker_address(configured: str) -> tuple[str, int]:
+    """The tracker to use: ``$DLAS_RPC_TRACKER`` if set, else the catalogue's ``configured``."""
+    return parse_address(os.environ.get(TRACKER_VARIABLE) or configured)
+
+
+@dataclass
+class TrackerStatus:
+    """What a tracker said about one key (or why it could not be asked)."""
+
+    address: str
+    key: str
+    reachable: bool
+    boards: int = 0
+    free: int = 0
+    pending: int = 0
+    error: str = ""
+
+    @property
+    def usable(self) -> bool:
+        """Reachable, with at least one board under the key (free now or after the queue)."""
+        return self.reachable and (self.boards > 0 or self.free > 0)
+
+    def describe(self) -> str:
+        """One line: the boards under the key and the queue, or why the tracker could not be asked."""
+        if not self.reachable:
+            return f"tracker {self.address} unreachable ({self.error})"
+        return (f"tracker {self.address}: {self.boards} board(s) under key {self.key!r}, {self.free} free, "
+                f"{self.pending} request(s) queued")
+
+
+def tracker_status(host: str, port: int, key: str) -> TrackerStatus:
+    """Ask the tracker at ``host:port`` how many boards are free under ``key`` (never blocks long)."""
+    address = f"{host}:{port}"
+    try:
+        socket.create_connection((host, port), timeout=CONNECT_TIMEOUT_S).close()
+        summary = rpc.connect_tracker(host, port).summary()
+    except (OSError, RuntimeError) as error:
+        return TrackerStatus(address, key, False, error=f"{type(error).__name__}: {error}")
+    queue = summary.get("queue_info", {}).get(key, {})
+    boards = sum(1 for server in summary.get("server_info", []) if server.get("key", "").split(":", 1)[-1] == key)
+    return TrackerStatus(address, key, True, boards, int(queue.get("free", 0)), int(queue.get("pending", 0)))
+
+
+def how_to_start(device: str, key: str, host: str, port: int, target: dict) -> str:
+    """Instructions to bring up a tracker and a board, and to run the same space here instead."""
+    return (f"  1. on a machine the boards and this host can reach, start a tracker:\n"
+            f"       python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port {port}\n"
+            f"  2. on each board ({target.get('mtriple', target.get('kind'))}), with apache-tvm's runtime installed:\n"
+            f"       python -m tvm.exec.rpc_server --tracker {host}:{port} --key {key}\n"
+            f"  3. point dlas-dse at the tracker if it is not at {host}:{port}: {TRACKER_VARIABLE}=HOST:PORT\n"
+            f"  or run the same space on this machine instead: add --hardware host-cpu\n"
+            f"  (the catalogue entry {device!r} is in search_spaces/hardware.yaml)")
+
+
+class RemoteSession:
+    """One board held through the tracker: upload libraries, load them, run on its CPU."""
+
+    def __init__(self, host: str, port: int, key: str, threads: int, timeout_s: float):
+        self.session = rpc.connect_tracker(host, port).request(key, priority=1, session_timeout=int(timeout_s))
+        self.device = self.session.cpu(0)
+        self.session.get_function("runtime.config_threadpool")(1, threads)
+
+    def load(self, library: Path) -> tvm.runtime.Module:
+        """Upload ``library`` (a shared object built for the board) and load it there."""
+        remote_name = f"{library.parent.name}-{library.name}"  # the build key keeps names apart
+        self.session.upload(str(library), remote_name)
+        return self.session.load_module(remote_name)
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextlib.contextmanager
+def loopback_tracker(key: str, log: Path | None = None, timeout_s: float = 120) -> Iterator[int]:
+    """A tracker and one RPC server (this host as the board) under ``key`` on 127.0.0.1, for tests
+    and benchmarks of the remote path; yields the tracker's port (the server's output goes to ``log``)."""
+    port, server_port = free_port(), free_port()
+    processes = [subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
+                                   "--port", str(port), "--port-end", str(port + 1)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+    with open(log or os.devnull, "w") as output:
+        processes.append(subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
+                                           "--port", str(server_port), "--port-end", str(server_port + 1),
+                                           "--tracker", f"127.0.0.1:{port}", "--key", key],
+                                          stdout=output, stderr=subprocess.STDOUT))
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not tracker_status("127.0.0.1", port, key).usable:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
+                raise RuntimeError(f"the loopback RPC server did not register under {key!r} with the tracker "
+                                   f"at 127.0.0.1:{port} within {timeout_s:g} s")
+            time.sleep(0.5)
+        yield port
+    finally:
+        for process in processes:
+            process.kill()
+            process.wait()

@@ -1,0 +1,136 @@
+"""Layer 6: the hardware catalogue, cross-compiling for edge-arm, the unreachable-tracker error,
+the devices command and the --hardware override."""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import tvm
+
+from dlas_dse.cache import ArtifactCache
+from dlas_dse.config import load_study
+from dlas_dse.files import ConfigError
+from dlas_dse.stack.algorithms.schedule import vector_bits
+from dlas_dse.stack.compiler import BuildRequest, compile_model
+from dlas_dse.stack.hardware import create_device, cuda_status, load_catalogue
+from dlas_dse.stack.remote import free_port
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+AARCH64 = 183  # ELF e_machine of AArch64
+UNTUNED = {"compiler": "tvm", "tuning": "untuned", "trials_per_task": 1, "max_trials": 0, "tuning_timeout_s": 0.0}
+
+
+@pytest.mark.parametrize("entry, field, words", [
+    ("board: {kind: fpga, description: x}", "devices.board.kind", ["unknown kind 'fpga'", "local-cpu, cuda, rpc"]),
+    ("board: {kind: rpc, target: {kind: llvm}}", "devices.board.tracker", ["required for kind rpc"]),
+    ("board: {kind: rpc, target: {kind: llvm}, tracker: nowhere}", "devices.board.tracker", ["host:port"]),
+    ("board: {kind: local-cpu, tracker: '1.2.3.4:9190'}", "devices.board.tracker",
+     ["unknown field 'tracker'", "for kind local-cpu"]),
+    ("board: {kind: rpc, target: {kind: llvm}, tracker: 'a:1', cores: 0}", "devices.board.cores", ["at least 1"]),
+])
+def test_bad_catalogue_names_file_field_and_allowed_values(tmp_path, entry, field, words):
+    path = tmp_path / "hardware.yaml"
+    path.write_text(f"devices:\n  {entry}\n")
+    with pytest.raises(ConfigError) as caught:
+        load_catalogue(path)
+    assert caught.value.file == str(path) and caught.value.field == field
+    for word in words:
+        assert word in str(caught.value)
+
+
+def test_threads_beyond_a_devices_cores_are_excluded_by_a_rule(project):
+    project.write("search_spaces", "hardware", """\
+        devices:
+          host-cpu: {kind: local-cpu}
+          board: {kind: rpc, target: {kind: llvm}, tracker: '127.0.0.1:9', cores: 2}
+          big: {kind: rpc, target: {kind: llvm}, tracker: '127.0.0.1:9', cores: 8}
+        """)
+    space = textwrap.dedent("""\
+        model: {architecture: resnet18}
+        hardware: {device: board, threads: 3}
+        """)
+    project.write("search_spaces", "s", space)
+    project.write("studies", "s", "space: s\n")
+    result = project.run("optimize", "--study", "s")
+    assert result.returncode == 2
+    assert "constraints" in result.stderr and "threads-within-board-cores" in result.stderr
+    assert "board has 2 cores" in result.stderr
+
+
+def test_unreachable_tracker_stops_before_any_work_and_says_what_to_do(project, tmp_path):
+    port = free_port()  # nothing listens there
+    env = {**project.env(), "DLAS_RPC_TRACKER": f"127.0.0.1:{port}", "DLAS_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run(project.command("optimize", "--study", str(REPOSITORY / "studies" / "edge-arm.yaml")),
+                            cwd=project.root, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2, result.stderr
+    message = result.stderr
+    for words in (f"tracker 127.0.0.1:{port} unreachable", "python -m tvm.exec.rpc_tracker",
+                  f"python -m tvm.exec.rpc_server --tracker 127.0.0.1:{port} --key edge-arm",
+                  "DLAS_RPC_TRACKER", "--hardware host-cpu"):
+        assert words in message
+    assert not (tmp_path / "cache").exists()  # no dataset, training or build was started
+
+
+def test_hardware_override_runs_the_edge_space_on_this_machine(monkeypatch):
+    monkeypatch.chdir(REPOSITORY)
+    config = load_study("edge-arm", {"hardware.device": "host-cpu"})
+    assert config.space.parameter("hardware.device").values == ("host-cpu",)
+    with pytest.raises(ConfigError) as caught:
+        load_study("edge-arm", {"hardware.device": "tpu"})
+    assert "unknown hardware device 'tpu'" in str(caught.value) and "host-cpu" in str(caught.value)
+
+
+def test_devices_lists_the_catalogue_and_what_is_reachable(project):
+    project.write("search_spaces", "hardware", f"""\
+        devices:
+          host-cpu: {{kind: local-cpu, description: this CPU}}
+          board: {{kind: rpc, target: {{kind: llvm}}, tracker: '127.0.0.1:{free_port()}', key: k1}}
+        """)
+    result = project.run("devices", "--measure-peak")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    host = next(i for i, line in enumerate(lines) if line.strip().startswith("host-cpu"))
+    assert "ready" in lines[host] and "GFLOP/s" in lines[host + 2]
+    board = next(line for line in lines if line.strip().startswith("board"))
+    assert "NOT REACHABLE" in board and "unreachable" in board
+
+
+def test_cross_compiling_for_edge_arm_gives_an_aarch64_shared_object(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(8 * 8 * 8, 4)).eval()
+    device = create_device({"device": "edge-arm", "threads": 1})
+    cache = ArtifactCache(tmp_path)
+    request = BuildRequest(model, {"test": "cross"}, (3, 8, 8), 1, {"conv": "gemm", "layout": "NCHW",
+                                                                     "format": "dense"}, UNTUNED, device)
+    _, record = compile_model(request, cache)  # built here; nothing is loaded until it runs on the board
+    header = (cache.path("build", record["build_key"]) / "model.so").read_bytes()[:20]
+    assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == AARCH64
+
+
+@pytest.mark.parametrize("target, bits", [
+    ({"kind": "llvm", "mcpu": "znver3"}, 256),  # AVX2 (TVM's own query says 512 for every x86 CPU)
+    ({"kind": "llvm", "mcpu": "skylake-avx512"}, 512),
+    ({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon"]}, 128),
+])
+def test_default_schedules_use_the_cpus_real_vector_width(target, bits):
+    assert vector_bits(tvm.target.Target(target)) == bits
+
+
+@pytest.mark.skipif(not cuda_status()[0], reason=f"the CUDA path needs an NVIDIA GPU: {cuda_status()[1]}")
+def test_cuda_build_matches_pytorch(tmp_path):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                                torch.nn.Linear(8 * 8 * 8, 4)).eval()
+    request = BuildRequest(model, {"test": "cuda"}, (3, 8, 8), 2, {"conv": "direct", "layout": "NCHW",
+                                                                    "format": "dense"}, UNTUNED,
+                           create_device({"device": "cuda", "threads": 0}))
+    executable, _ = compile_model(request, ArtifactCache(tmp_path))
+    images = torch.randn(2, 3, 8, 8)
+    with torch.no_grad():
+        expected = model(images).numpy()
+    assert abs(executable.run(images.numpy()) - expected).max() < 1e-4
