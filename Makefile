@@ -2,17 +2,22 @@
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: install system-packages quickstart test benchmark clean
+.PHONY: install system-packages test-system-packages quickstart test benchmark clean
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
-SYSTEM_PACKAGES := gcc-aarch64-linux-gnu
 
 install: $(VENV)/.installed system-packages
 
-# Debian packages the project needs: the AArch64 cross compiler (edge-arm builds).
+# $(call apt_install,COMMAND,PACKAGE): install the Debian PACKAGE unless COMMAND is already there.
+apt_install = @command -v $(1) >/dev/null || { $(SUDO) apt-get update -qq && $(SUDO) apt-get install -y -qq $(2); }
+
+# Debian packages the project needs: the AArch64 cross compiler (edge-arm builds) ...
 system-packages:
-	@command -v aarch64-linux-gnu-gcc >/dev/null || { $(SUDO) apt-get update -qq && \
-		$(SUDO) apt-get install -y -qq $(SYSTEM_PACKAGES); }
+	$(call apt_install,aarch64-linux-gnu-gcc,gcc-aarch64-linux-gnu)
+
+# ... and, for the tests, a headless browser that loads the dashboard.
+test-system-packages:
+	$(call apt_install,chromium,chromium)
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
@@ -23,7 +28,7 @@ $(VENV)/.installed: pyproject.toml
 quickstart: install
 	$(PYTHON) -m dlas_dse optimize --study quickstart
 
-test: install
+test: install test-system-packages
 	$(PYTHON) -m pytest -v
 
 benchmark: install

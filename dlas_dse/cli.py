@@ -15,6 +15,7 @@ examples:
   python -m dlas_dse optimize --study quickstart --n-trials 20 --sampler tpe
   python -m dlas_dse show --study quickstart           trials and the Pareto front
   python -m dlas_dse report --study quickstart         CSV/Parquet, Pareto plots, importances, observations
+  python -m dlas_dse dashboard --study quickstart      the Optuna dashboard in your browser
   python -m dlas_dse devices                           the hardware catalogue: reachable now? peak?
   python -m dlas_dse grid --study dlas-paper --dry-run the paper's ~1,000-point grid, planned
   python -m dlas_dse grid --study dlas-paper-mini      the same grid on digits, run here
@@ -39,6 +40,12 @@ def _positive(kind: type):
         return value
 
     return parse
+
+
+def _study_arguments(command: argparse.ArgumentParser) -> None:
+    """``--study`` and ``--storage``, for the commands that read a stored study."""
+    command.add_argument("--study", required=True, help="a name in studies/ or a path to a study YAML")
+    command.add_argument("--storage", help="SQLAlchemy URL (default: the study's)")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -93,8 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--no-progress", action="store_true", help="no progress bar (one line per trial only)")
 
     show = commands.add_parser("show", help="print a study's trials and Pareto front")
-    show.add_argument("--study", required=True, help="a name in studies/ or a path to a study YAML")
-    show.add_argument("--storage", help="SQLAlchemy URL (default: the study's)")
+    _study_arguments(show)
 
     report = commands.add_parser(
         "report", help="write a study's tables, Pareto plots, parameter importances and observations",
@@ -103,9 +109,18 @@ def _parser() -> argparse.ArgumentParser:
                     "latency-vs-size plots per platform (PNG and interactive HTML), fANOVA parameter importance "
                     "per objective (importance.csv/.png) and observations.md: the DLAS paper's cross-stack "
                     "findings recomputed from the study, each with its numbers and a verdict.")
-    report.add_argument("--study", required=True, help="a name in studies/ or a path to a study YAML")
-    report.add_argument("--storage", help="SQLAlchemy URL (default: the study's)")
+    _study_arguments(report)
     report.add_argument("--out", help="folder to write to (default: results/<study>/)")
+
+    dashboard = commands.add_parser(
+        "dashboard", help="serve the Optuna dashboard on a study's storage and print its URL",
+        description="Start optuna-dashboard on the study's storage (every study in it is browsable) and print "
+                    "the URL of this study's page. It listens on 127.0.0.1 only unless --host says otherwise; "
+                    "from another machine, tunnel with `ssh -L PORT:127.0.0.1:PORT host`. Ctrl-C stops it.")
+    _study_arguments(dashboard)
+    dashboard.add_argument("--port", type=_positive(int), default=8080, help="TCP port (default: 8080)")
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="address to listen on (default: 127.0.0.1; 0.0.0.0 exposes it to the network)")
 
     commands.add_parser("list", help="list the available studies and search spaces")
 
@@ -181,21 +196,29 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _stored_study(args: argparse.Namespace):
-    """The study named by ``--study`` from its storage (or ``--storage``); None, with a message, if absent."""
-    import optuna
-
+def _study_storage(args: argparse.Namespace):
+    """(storage, study name) of ``--study`` in its storage (or ``--storage``); None, with a message, if absent."""
     from dlas_dse.config import load_study
     from dlas_dse.study import open_storage
 
     config = load_study(args.study)
     storage_url = args.storage or config.storage
+    storage = open_storage(storage_url)
     try:
-        return optuna.load_study(study_name=config.name, storage=open_storage(storage_url))
+        storage.get_study_id_from_name(config.name)
     except KeyError:
         print(f"no study {config.name!r} in {storage_url}; run `python -m dlas_dse optimize "
               f"--study {args.study}` first", file=sys.stderr)
         return None
+    return storage, config.name
+
+
+def _stored_study(args: argparse.Namespace):
+    """The study named by ``--study`` from its storage; None, with a message, if absent."""
+    import optuna
+
+    found = _study_storage(args)
+    return None if found is None else optuna.load_study(study_name=found[1], storage=found[0])
 
 
 def _show(args: argparse.Namespace) -> int:
@@ -225,6 +248,25 @@ def _report(args: argparse.Namespace) -> int:
     for reason in report.skipped:
         print(f"  not written: {reason}", file=sys.stderr)
     return 0 if any(path.suffix == ".png" for path in report.written) else 1
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from dlas_dse.dashboard import DashboardError, serve
+
+    found = _study_storage(args)
+    if found is None:
+        return 1
+    storage, name = found
+
+    def announce(url: str) -> None:
+        print(f"dashboard of study {name}: {url}  (Ctrl-C to stop)", flush=True)
+
+    try:
+        serve(storage, name, args.host, args.port, announce)
+    except DashboardError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _list(args: argparse.Namespace) -> int:
@@ -268,7 +310,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[DATA_DIR_VARIABLE] = str(args.data_dir)
     try:
         commands = {"optimize": _optimize, "grid": _grid, "worker": _worker, "show": _show, "report": _report,
-                    "list": _list, "devices": _devices}
+                    "dashboard": _dashboard, "list": _list, "devices": _devices}
         return commands[args.command](args)
     except (ConfigError, PreflightError) as error:
         print(f"error: {error}", file=sys.stderr)

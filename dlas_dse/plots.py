@@ -131,3 +131,25 @@ def importance_png(importances: pd.DataFrame, path: Path) -> Path:
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def varying_parameters(frame: pd.DataFrame) -> list[str]:
+    """The layer parameters that take more than one value among ``frame``'s trials."""
+    from dlas_dse.observations import config_columns
+
+    return [c for c in config_columns(frame) if frame[c].astype(str).nunique() > 1]
+
+
+def interaction_plot(frame: pd.DataFrame, x: str, trace: str, y: str = "latency_ms",
+                     ax: plt.Axes | None = None) -> plt.Axes:
+    """Median ``y`` at each value of ``x``, one line per value of ``trace``: lines that are not
+    parallel show that the two layers interact (the best ``x`` depends on ``trace``)."""
+    ax = ax or plt.subplots(figsize=(5.5, 4))[1]
+    table = frame.pivot_table(index=frame[x].astype(str), columns=frame[trace].astype(str), values=y,
+                              aggfunc="median")
+    table.plot(ax=ax, marker="o")
+    ax.set_xlabel(x)
+    ax.set_ylabel(f"median {AXES.get(y, y)}")
+    ax.legend(title=trace, fontsize="small")
+    ax.grid(True, alpha=0.3)
+    return ax
