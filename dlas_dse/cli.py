@@ -6,6 +6,8 @@ import argparse
 import os
 import sys
 
+from dlas_dse.surrogate import commands as surrogate_commands
+
 DATA_DIR_VARIABLE = "DLAS_DATA_DIR"
 
 EXAMPLES = """\
@@ -16,6 +18,8 @@ examples:
   python -m dlas_dse show --study quickstart           trials and the Pareto front
   python -m dlas_dse report --study quickstart         CSV/Parquet, Pareto plots, importances, observations
   python -m dlas_dse dashboard --study quickstart      the Optuna dashboard in your browser
+  python -m dlas_dse surrogate train --study dlas-paper-mini     an XGBoost latency model of the trials
+  python -m dlas_dse surrogate predict --study dlas-paper-mini --grid   predicted latency of every point
   python -m dlas_dse devices                           the hardware catalogue: reachable now? peak?
   python -m dlas_dse grid --study dlas-paper --dry-run the paper's ~1,000-point grid, planned
   python -m dlas_dse grid --study dlas-paper-mini      the same grid on digits, run here
@@ -122,6 +126,8 @@ def _parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--host", default="127.0.0.1",
                            help="address to listen on (default: 127.0.0.1; 0.0.0.0 exposes it to the network)")
 
+    surrogate_commands.add_parser(commands)
+
     commands.add_parser("list", help="list the available studies and search spaces")
 
     devices = commands.add_parser(
@@ -196,37 +202,11 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _study_storage(args: argparse.Namespace):
-    """(storage, study name) of ``--study`` in its storage (or ``--storage``); None, with a message, if absent."""
-    from dlas_dse.config import load_study
-    from dlas_dse.study import open_storage
-
-    config = load_study(args.study)
-    storage_url = args.storage or config.storage
-    storage = open_storage(storage_url)
-    try:
-        storage.get_study_id_from_name(config.name)
-    except KeyError:
-        print(f"no study {config.name!r} in {storage_url}; run `python -m dlas_dse optimize "
-              f"--study {args.study}` first", file=sys.stderr)
-        return None
-    return storage, config.name
-
-
-def _stored_study(args: argparse.Namespace):
-    """The study named by ``--study`` from its storage; None, with a message, if absent."""
-    import optuna
-
-    found = _study_storage(args)
-    return None if found is None else optuna.load_study(study_name=found[1], storage=found[0])
-
-
 def _show(args: argparse.Namespace) -> int:
     from dlas_dse.report import describe_study
+    from dlas_dse.study import load_stored_study
 
-    study = _stored_study(args)
-    if study is None:
-        return 1
+    study = load_stored_study(args.study, args.storage)
     print(describe_study(study))
     return 0
 
@@ -236,10 +216,9 @@ def _report(args: argparse.Namespace) -> int:
 
     from dlas_dse.files import project_root
     from dlas_dse.report_writer import write_report
+    from dlas_dse.study import load_stored_study
 
-    study = _stored_study(args)
-    if study is None:
-        return 1
+    study = load_stored_study(args.study, args.storage)
     directory = Path(args.out) if args.out else project_root() / "results" / study.study_name
     report = write_report(study, directory)
     print(f"report of study {study.study_name} in {directory}:")
@@ -252,11 +231,9 @@ def _report(args: argparse.Namespace) -> int:
 
 def _dashboard(args: argparse.Namespace) -> int:
     from dlas_dse.dashboard import DashboardError, serve
+    from dlas_dse.study import find_stored_study
 
-    found = _study_storage(args)
-    if found is None:
-        return 1
-    storage, name = found
+    storage, name = find_stored_study(args.study, args.storage)
 
     def announce(url: str) -> None:
         print(f"dashboard of study {name}: {url}  (Ctrl-C to stop)", flush=True)
@@ -305,16 +282,20 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from dlas_dse.config import ConfigError
     from dlas_dse.registry import PreflightError
+    from dlas_dse.study import StudyNotFound
 
     if getattr(args, "data_dir", None):
         os.environ[DATA_DIR_VARIABLE] = str(args.data_dir)
     try:
         commands = {"optimize": _optimize, "grid": _grid, "worker": _worker, "show": _show, "report": _report,
-                    "dashboard": _dashboard, "list": _list, "devices": _devices}
+                    "dashboard": _dashboard, "surrogate": surrogate_commands.run, "list": _list, "devices": _devices}
         return commands[args.command](args)
     except (ConfigError, PreflightError) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except StudyNotFound as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("\ninterrupted; rerun the same command to resume", file=sys.stderr)
         return 130

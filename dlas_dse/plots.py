@@ -11,6 +11,7 @@ matplotlib.use("Agg")  # files only; no display needed
 
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter  # noqa: E402
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import plotly.express as px  # noqa: E402
 
@@ -153,3 +154,26 @@ def interaction_plot(frame: pd.DataFrame, x: str, trace: str, y: str = "latency_
     ax.legend(title=trace, fontsize="small")
     ax.grid(True, alpha=0.3)
     return ax
+
+
+def predicted_vs_measured_png(predictions: pd.DataFrame, title: str, path: Path) -> Path:
+    """Predicted against measured latency (log axes; columns ``measured_ms``, ``predicted_ms``,
+    ``held_out``) with the identity line and the ±10% band."""
+    figure, ax = plt.subplots(figsize=(6, 5.5))
+    for index, (name, group) in enumerate(predictions.groupby("held_out", sort=True)):
+        ax.scatter(group["measured_ms"], group["predicted_ms"], s=22, color=f"C{index % 10}", alpha=0.85,
+                   label=name)
+    values = predictions[["measured_ms", "predicted_ms"]].to_numpy()
+    low, high = values.min() * 0.8, values.max() * 1.25
+    line = np.geomspace(low, high, 50)
+    ax.plot(line, line, color="black", linewidth=1, label="predicted = measured")
+    ax.fill_between(line, line * 0.9, line * 1.1, color="gray", alpha=0.25, label="±10%")
+    ax.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high), xlabel="measured latency (ms)",
+           ylabel="predicted latency (ms), model trained without the point")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize="x-small", title="held out", title_fontsize="x-small", loc="upper left")
+    ax.grid(True, alpha=0.3, which="both")
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+    return path

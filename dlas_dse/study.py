@@ -72,6 +72,31 @@ def open_storage(url: str, heartbeat_interval_s: int = HEARTBEAT_INTERVAL_S,
     return storage()
 
 
+class StudyNotFound(LookupError):
+    """The study was never run in the storage it was looked for in (the message says how to run it)."""
+
+
+def find_stored_study(name_or_path: str, storage_url: str | None = None) -> tuple[optuna.storages.BaseStorage, str]:
+    """(storage, study name) of the study ``name_or_path`` in its storage (or ``storage_url``)."""
+    from dlas_dse.config import load_study
+
+    config = load_study(name_or_path)
+    url = storage_url or config.storage
+    storage = open_storage(url)
+    try:
+        storage.get_study_id_from_name(config.name)
+    except KeyError:
+        raise StudyNotFound(f"no study {config.name!r} in {url}; run `python -m dlas_dse optimize --study "
+                            f"{name_or_path}` first") from None
+    return storage, config.name
+
+
+def load_stored_study(name_or_path: str, storage_url: str | None = None) -> optuna.Study:
+    """The study ``name_or_path`` from its storage (or ``storage_url``)."""
+    storage, name = find_stored_study(name_or_path, storage_url)
+    return optuna.load_study(study_name=name, storage=storage)
+
+
 def open_study(study: StudyConfig, storage: optuna.storages.BaseStorage,
                sampler: str | None = None) -> optuna.Study:
     """Create the study in ``storage``, or load it when it exists (its objectives must match)."""

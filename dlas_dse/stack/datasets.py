@@ -220,6 +220,20 @@ def imagenet(params: dict) -> Dataset:
                    val_x, labels[chosen], len(images.classes))
 
 
+CLASSES = {"digits": 10, "cifar10": 10, "imagenet": 1000}
+"""Classes of each dataset, known without reading it (ImageNet: the full 1,000)."""
+NATIVE_SIDE = {"cifar10": 32}
+"""Image side of datasets without an ``image_size`` parameter."""
+
+
+def input_geometry(params: dict) -> tuple[int, int]:
+    """(image side, classes) of the dataset ``params`` describe, without reading its files."""
+    name = params["name"]
+    size_param = DATASETS.get(name).params.get("image_size")
+    side = params.get("image_size") or (size_param.default if size_param else NATIVE_SIDE[name])
+    return int(side), CLASSES[name]
+
+
 def load_dataset(params: dict) -> Dataset:
     """Load the dataset named by ``params["name"]`` with its parameters."""
     return DATASETS.get(params["name"]).function(params)

@@ -1,0 +1,94 @@
+"""Static descriptors of a configuration, computed without training, building or measuring: the
+architecture's MACs, parameters and convolutions at the dataset's input size, what compression
+does to them, and the device's threads and measured peak."""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+import torch.nn as nn
+
+from dlas_dse.cache import ArtifactCache
+from dlas_dse.registry import COMPRESSIONS, MODELS
+from dlas_dse.space import Config, nest
+from dlas_dse.stack.datasets import input_geometry
+
+BITS = {"int8": 8, "fp16": 16}
+"""Bits per deployed weight of the compressions that change precision (others: 32)."""
+
+
+@functools.lru_cache(maxsize=None)
+def architecture_profile(architecture: str, side: int, classes: int) -> dict:
+    """MACs per image, parameters, convolutions and depthwise convolutions of the untrained
+    architecture at ``side`` x ``side`` inputs (one forward pass of zeros, counted with hooks)."""
+    model = MODELS.get(architecture).function(classes, side).eval()
+    counts = {"macs": 0, "convs": 0, "depthwise_convs": 0}
+
+    def count(module: nn.Module, inputs, output) -> None:
+        if isinstance(module, nn.Conv2d):
+            kernel = module.kernel_size[0] * module.kernel_size[1]
+            counts["macs"] += output.numel() * kernel * module.in_channels // module.groups
+            counts["convs"] += 1
+            counts["depthwise_convs"] += module.groups > 1 and module.groups == module.in_channels
+        elif isinstance(module, nn.Linear):
+            counts["macs"] += module.in_features * module.out_features
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    with torch.inference_mode():
+        model(torch.zeros(1, 3, side, side))
+    for hook in hooks:
+        hook.remove()
+    return {**counts, "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def _compression_param(compression: dict, technique: str, name: str) -> float:
+    """``name`` of the compression layer when ``technique`` is the one chosen (its default if the
+    configuration leaves it out); None when another technique is chosen."""
+    if compression.get("technique", "none") != technique:
+        return None
+    return compression.get(name, COMPRESSIONS.get(technique).params[name].default)
+
+
+def model_descriptors(config: Config) -> dict:
+    """Descriptors of the deployed model: input size, MACs and parameters before and after
+    compression, convolution counts, weight bits and sparsity."""
+    layers = nest(config)
+    side, classes = input_geometry(layers["dataset"])
+    profile = architecture_profile(layers["model"]["architecture"], side, classes)
+    compression = layers.get("compression", {})
+    sparsity = _compression_param(compression, "weight_pruning", "sparsity") or 0.0
+    removed = _compression_param(compression, "channel_pruning", "ratio") or 0.0
+    kept = (1.0 - removed) ** 2  # channels leave both the inputs and the outputs of each layer
+    sparse = layers.get("algorithm", {}).get("format") == "sparse"
+    bits = BITS.get(compression.get("technique"), 32)
+    macs = profile["macs"] * kept
+    parameters = profile["parameters"] * kept
+    return {"input_side": side, "classes": classes, "convs": profile["convs"],
+            "depthwise_convs": profile["depthwise_convs"], "weight_bits": bits, "weight_sparsity": sparsity,
+            "channels_kept": 1.0 - removed, "log_macs": math.log(macs), "log_parameters": math.log(parameters),
+            "log_executed_macs": math.log(macs * (1.0 - sparsity if sparse else 1.0)),
+            "log_deployed_bytes": math.log(parameters * bits / 8 * (1.0 - sparsity if sparse else 1.0))}
+
+
+@functools.lru_cache(maxsize=None)
+def _device_descriptors(device: str, threads: int, cache_dir: str) -> dict:
+    from dlas_dse.stack.hardware import create_device
+
+    target = create_device({"device": device, "threads": threads})
+    peak = target.peak(ArtifactCache(cache_dir), measure=False)
+    return {"hardware.kind": target.details.get("kind", "unknown"), "threads_used": target.threads,
+            "cores": target.cores, "peak_gflops": peak["gflops"] if peak else math.nan}
+
+
+def hardware_descriptors(config: Config, cache_dir: str) -> dict:
+    """The device's kind, the threads the trial runs with (0 means all cores), its cores, and its
+    float32 peak where it was measured (NaN otherwise)."""
+    hardware = nest(config).get("hardware", {})
+    return _device_descriptors(hardware.get("device", "host-cpu"), int(hardware.get("threads", 0)), cache_dir)
+
+
+def descriptors(config: Config, cache_dir: str) -> dict:
+    """Every static descriptor of ``config``."""
+    return {**model_descriptors(config), **hardware_descriptors(config, cache_dir)}
