@@ -25,6 +25,7 @@ SAMPLERS: dict[str, dict[str, Param]] = {
     "tpe": {"n_startup_trials": Param(int, default=None, low=0, help="random trials before TPE")},
     "random": {},
     "grid": {},
+    "surrogate": {"startup_trials": Param(int, default=8, low=2, help="random trials before the surrogate chooses")},
 }
 """Samplers a study can use, with the options each accepts."""
 

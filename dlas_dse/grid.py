@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import json
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +20,7 @@ import optuna
 import sqlalchemy
 
 from dlas_dse.registry import LAYERS
-from dlas_dse.space import Config, SearchSpace
+from dlas_dse.space import Config, SearchSpace, config_key
 
 STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "trainings": ("dataset.", "model."),
@@ -105,18 +104,14 @@ def storage_lock(storage: optuna.storages.RDBStorage, name: str) -> Iterator[Non
                 connection.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:name)"), {"name": name})
 
 
-def _point_key(params: dict) -> str:
-    return json.dumps(params, sort_keys=True, default=str)
-
-
 def enqueue_grid(study: optuna.Study, storage: optuna.storages.RDBStorage, space: SearchSpace) -> int:
     """Enqueue, once across every worker, each valid point of ``space`` the study does not hold
     yet (as a waiting trial; workers pop waiting trials atomically). Returns the number of points."""
     sampled = [p.name for p in space.sampled_parameters()]
     points = [{name: point[name] for name in sampled if name in point} for point in space.grid()]
     with storage_lock(storage, f"dlas-grid-{study.study_name}"):
-        held = {_point_key(t.system_attrs.get("fixed_params", t.params)) for t in study.get_trials(deepcopy=False)}
+        held = {config_key(t.system_attrs.get("fixed_params", t.params)) for t in study.get_trials(deepcopy=False)}
         for point in points:
-            if _point_key(point) not in held:
+            if config_key(point) not in held:
                 study.enqueue_trial(point)
     return len(points)

@@ -6,6 +6,7 @@ A configuration is a flat mapping ``"layer.param" -> value`` (e.g. ``"model.arch
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Iterator, Mapping
@@ -160,6 +161,11 @@ class SearchSpace:
     def sampled_parameters(self) -> list[Parameter]:
         """The parameters Optuna samples (every non-fixed one)."""
         return [p for p in self.parameters if p.kind != "fixed"]
+
+
+def config_key(config: Config) -> str:
+    """A text key equal for equal configurations, whatever the order of their entries."""
+    return json.dumps(config, sort_keys=True, default=str)
 
 
 def nest(config: Config) -> dict[str, dict[str, Any]]:

@@ -22,7 +22,7 @@ import sqlalchemy
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from dlas_dse.config import SETTINGS, ConfigError, StudyConfig
+from dlas_dse.config import OBJECTIVES, SETTINGS, ConfigError, StudyConfig
 from dlas_dse.grid import enqueue_grid
 from dlas_dse.registry import LAYERS
 from dlas_dse.space import SearchSpace, nest
@@ -47,6 +47,13 @@ def make_sampler(study: StudyConfig, name: str | None = None) -> optuna.samplers
         return optuna.samplers.NSGAIISampler(seed=study.seed, **options)
     if name == "tpe":
         return optuna.samplers.TPESampler(seed=study.seed, **options)
+    if name == "surrogate":
+        from dlas_dse.surrogate.sampler import SurrogateSampler
+
+        if set(study.objectives) != set(OBJECTIVES):
+            raise ConfigError(study.source, "objectives", f"the surrogate sampler optimises all of "
+                              f"{', '.join(OBJECTIVES)}; this study has {', '.join(study.objectives)}")
+        return SurrogateSampler(study.space, study.cache_dir, study.seed, **options)
     # "random", and "grid", whose points are enqueued by run_study before sampling starts
     return optuna.samplers.RandomSampler(seed=study.seed)
 

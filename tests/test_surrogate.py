@@ -7,14 +7,17 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import optuna
 import pandas as pd
 import pytest
 import xgboost
+from conftest import TINY_STUDY
 
 from dlas_dse.study import load_stored_study
 from dlas_dse.surrogate.descriptors import architecture_profile, model_descriptors
 from dlas_dse.surrogate.features import FeatureSchema, SchemaMismatch, active_parameters
+from dlas_dse.surrogate.hypervolume import hypervolume
 from dlas_dse.surrogate.model import METADATA_ATTRIBUTE
 
 BASE = {"dataset.name": "digits", "dataset.image_size": 32, "model.architecture": "resnet18",
@@ -150,3 +153,48 @@ def test_held_out_predictions_come_from_models_that_never_saw_the_row(finished_s
         second.loc[resnet_rows, "predicted_ms"].tolist())
     assert not first.loc[~resnet_rows, "predicted_ms"].tolist() == pytest.approx(
         second.loc[~resnet_rows, "predicted_ms"].tolist())
+
+
+def test_hypervolume_matches_known_volumes_and_an_independent_implementation():
+    from optuna._hypervolume import compute_hypervolume
+
+    assert hypervolume(np.array([[1.0, 2.0], [2.0, 1.0]]), np.array([3.0, 3.0])) == pytest.approx(3.0)
+    assert hypervolume(np.array([[0.0, 0.0, 1.0], [1.0, 1.0, 0.0]]), np.array([2.0, 2.0, 2.0])) == pytest.approx(5.0)
+    assert hypervolume(np.array([[5.0, 5.0, 5.0]]), np.array([2.0, 2.0, 2.0])) == 0.0  # beyond the reference
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        points = rng.uniform(0, 1, size=(30, 3))
+        assert hypervolume(points, np.ones(3) * 1.1) == pytest.approx(compute_hypervolume(points, np.ones(3) * 1.1))
+
+
+def test_surrogate_search_measures_each_point_once_on_the_replayed_grid(finished_study):
+    from dlas_dse.config import load_study
+    from dlas_dse.surrogate.replay import MeasuredGrid, replay, trials_to_reach
+    from dlas_dse.surrogate.sampler import SurrogateSampler
+
+    project, name = finished_study
+    config = load_study(str(project.root / "studies" / f"{name}.yaml"))
+    grid = MeasuredGrid(load_stored_study(str(project.root / "studies" / f"{name}.yaml"), project.storage + f"{name}.db"))
+    shares = replay(grid, config.space, SurrogateSampler(config.space, str(project.cache), 0, startup_trials=3), 8)
+    # eight proposals, eight different points: the whole grid, hence its whole hypervolume
+    assert len(shares) == 8 and shares[-1] == pytest.approx(1.0)
+    assert shares == sorted(shares) and trials_to_reach(shares, 0.95) <= 8
+
+
+def test_optimize_with_the_surrogate_sampler_runs_real_trials(finished_study):
+    project, _ = finished_study
+    project.write("studies", "searched", TINY_STUDY.format(space="finished", sampler="{name: surrogate, startup_trials: 2}",
+                                                           n_trials=3, timeout=600))
+    result = project.run("optimize", "--study", "searched", "--no-progress", timeout=1200)
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = load_stored_study(str(project.root / "studies" / "searched.yaml"), project.storage + "searched.db")
+    done = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    assert len(done) == 3 and len({json.dumps(t.params, sort_keys=True) for t in done}) == 3
+
+
+def test_surrogate_sampler_needs_all_three_objectives(project):
+    project.tiny("two-objectives", sampler="surrogate")
+    path = project.root / "studies" / "two-objectives.yaml"
+    path.write_text(path.read_text() + "objectives: {accuracy: maximize, latency_ms: minimize}\n")
+    result = project.run("optimize", "--study", "two-objectives", timeout=300)
+    assert result.returncode == 2 and "objectives" in result.stderr and "size_bytes" in result.stderr
