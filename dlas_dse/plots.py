@@ -168,7 +168,9 @@ def predicted_vs_measured_png(predictions: pd.DataFrame, title: str, path: Path)
     line = np.geomspace(low, high, 50)
     ax.plot(line, line, color="black", linewidth=1, label="predicted = measured")
     ax.fill_between(line, line * 0.9, line * 1.1, color="gray", alpha=0.25, label="±10%")
-    ax.set(xscale="log", yscale="log", xlim=(low, high), ylim=(low, high), xlabel="measured latency (ms)",
+    _log_scale(ax, "x")
+    _log_scale(ax, "y")
+    ax.set(xlim=(low, high), ylim=(low, high), xlabel="measured latency (ms)",
            ylabel="predicted latency (ms), model trained without the point")
     ax.set_title(title, fontsize=10)
     ax.legend(fontsize="x-small", title="held out", title_fontsize="x-small", loc="upper left")

@@ -1,0 +1,163 @@
+"""The latency surrogate on a real exhaustive grid: held-out accuracy, and how fast each search
+strategy finds the grid's Pareto front.
+
+1. Runs (or reuses, with --project) an untuned sub-grid of dlas-paper-mini through the CLI:
+   digits; three models; every compression, algorithm and weight format; 1 thread and all threads.
+2. `surrogate evaluate` on its trials: MAPE, share within ±10%/±20%, Kendall τ, R² for random
+   k-fold and leave-one-model-out (held-out trials only), with the predicted-vs-measured plots.
+3. Replays random, NSGA-II, TPE and the surrogate-assisted sampler over the grid's real
+   measurements (nothing re-measured; several seeds each) and records the share of the grid's
+   hypervolume of (accuracy, log latency, log size) reached after each measured trial.
+
+    python benchmarks/surrogate.py [--models resnet18 mobilenet_v2 mnasnet1_0] [--budget 60] [--seeds 5]
+        [--project DIR]   (a folder from an earlier run: its grid is reused, not re-run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import optuna  # noqa: E402
+
+from common import RESULTS, save  # noqa: E402
+
+from dlas_dse.config import load_study  # noqa: E402
+from dlas_dse.study import load_stored_study  # noqa: E402
+from dlas_dse.surrogate.data import measured_trials  # noqa: E402
+from dlas_dse.surrogate.evaluation import evaluate  # noqa: E402
+from dlas_dse.surrogate.replay import MeasuredGrid, replay, trials_to_reach  # noqa: E402
+from dlas_dse.surrogate.sampler import SurrogateSampler  # noqa: E402
+
+SPACE = """\
+description: surrogate benchmark - an untuned sub-grid of dlas-paper-mini
+dataset:
+  name: digits
+  image_size: 32
+model:
+  architecture: {{choices: {models}}}
+  epochs: 2
+compression:
+  technique: {{choices: [none, weight_pruning, channel_pruning, int8, fp16]}}
+  sparsity: 0.8
+  ratio: 0.5
+  finetune_epochs: 1
+algorithm:
+  conv: {{choices: [direct, gemm, spatial_pack]}}
+  format: {{choices: [dense, sparse]}}
+software:
+  compiler: tvm
+  tuning: untuned
+hardware:
+  device: host-cpu
+  threads: {{choices: [1, 0]}}
+"""
+STUDY = """\
+description: surrogate benchmark grid
+space: surrogate-bench
+sampler: grid
+seed: 0
+trial_timeout_s: 3600
+evaluation: {batch_size: 16, max_samples: 180}
+measurement: {warmup_runs: 1, min_repeats: 5, min_time_s: 0.5}
+"""
+TARGET = 0.95
+
+
+def run_grid(project: Path) -> None:
+    """Write the space and study into ``project`` and run the grid there (resumes if interrupted)."""
+    env = {**os.environ, "DLAS_CACHE_DIR": str(project / "cache")}
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "dlas_dse", "grid", "--study", "surrogate-bench", "--no-progress"],
+                   cwd=project, env=env, check=True)
+    print(f"grid: {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def samplers(space, cache_dir: str, seed: int) -> dict[str, optuna.samplers.BaseSampler]:
+    return {"random": optuna.samplers.RandomSampler(seed=seed),
+            "nsga2": optuna.samplers.NSGAIISampler(seed=seed, population_size=10),
+            "tpe": optuna.samplers.TPESampler(seed=seed),
+            "surrogate": SurrogateSampler(space, cache_dir, seed, startup_trials=8)}
+
+
+def plot_curves(curves: dict[str, list[list[float]]], path: Path, points: int) -> None:
+    figure, ax = plt.subplots(figsize=(7, 4.5))
+    for index, (name, runs) in enumerate(curves.items()):
+        shares = np.array(runs)
+        steps = np.arange(1, shares.shape[1] + 1)
+        ax.plot(steps, np.median(shares, axis=0), color=f"C{index}", label=f"{name} (median)")
+        ax.fill_between(steps, shares.min(axis=0), shares.max(axis=0), color=f"C{index}", alpha=0.15)
+    ax.axhline(TARGET, color="black", linestyle="--", linewidth=1, label=f"{TARGET:.0%} of the grid's")
+    ax.set(xlabel=f"measured trials (the grid has {points})", ylabel="share of the grid's hypervolume",
+           title="Search on a measured grid: hypervolume of (accuracy, latency, size)", ylim=(0, 1.02))
+    ax.legend(fontsize="small", loc="lower right")
+    ax.grid(True, alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2", "mnasnet1_0"])
+    parser.add_argument("--budget", type=int, default=60, help="measured trials per search run")
+    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--project", type=Path, help="reuse the grid of an earlier run in this folder")
+    args = parser.parse_args()
+    started = time.perf_counter()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    project = args.project or Path(tempfile.mkdtemp(prefix="dlas-surrogate-bench-"))
+    for folder, name, text in (("search_spaces", "surrogate-bench", SPACE.format(models=list(args.models))),
+                               ("studies", "surrogate-bench", STUDY)):
+        (project / folder).mkdir(parents=True, exist_ok=True)
+        (project / folder / f"{name}.yaml").write_text(text)
+    print(f"project: {project}", flush=True)
+    run_grid(project)
+
+    os.chdir(project)
+    os.environ["DLAS_CACHE_DIR"] = cache_dir = str(project / "cache")
+    config = load_study("surrogate-bench")
+    study = load_stored_study("surrogate-bench")
+    measured = measured_trials([study])
+    figures = RESULTS / "surrogate"
+    if figures.exists():
+        shutil.rmtree(figures)
+    table, skipped = evaluate(measured, cache_dir, figures)
+    print(table.to_string(index=False), flush=True)
+
+    grid = MeasuredGrid(study)
+    curves: dict[str, list[list[float]]] = {}
+    for seed in range(args.seeds):
+        for name, sampler in samplers(config.space, cache_dir, seed).items():
+            curves.setdefault(name, []).append(replay(grid, config.space, sampler, args.budget))
+            print(f"  seed {seed} {name}: {curves[name][-1][-1]:.3f} of the grid's hypervolume after "
+                  f"{args.budget} trials", flush=True)
+    plot_curves(curves, RESULTS / "surrogate_search.png", len(grid.values))
+    reach = {name: [trials_to_reach(run, TARGET) for run in runs] for name, runs in curves.items()}
+    results = {"models": args.models, "points": len(grid.values), "trials": len(measured),
+               "evaluation": table.to_dict(orient="records"), "skipped": skipped,
+               "search": {"budget": args.budget, "seeds": args.seeds, "target_share": TARGET,
+                          "trials_to_target": reach,
+                          "median_share": {name: np.median(np.array(runs), axis=0).round(4).tolist()
+                                           for name, runs in curves.items()}},
+               "project": str(project)}
+    for name, counts in reach.items():
+        print(f"{name}: trials to {TARGET:.0%} of the grid's hypervolume per seed: {counts}")
+    print(f"saved {save('surrogate', results, 0, started)}")
+
+
+if __name__ == "__main__":
+    main()
