@@ -144,6 +144,14 @@ def _is_alive(worker: dict) -> bool:
         return False
 
 
+def workers_beside_us(study: optuna.Study) -> list[int]:
+    """Process ids of other live workers running this study's trials on this host."""
+    me = _worker_identity()
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return sorted({worker["pid"] for trial in running if (worker := trial.user_attrs.get("worker"))
+                   and worker["host"] == me["host"] and worker["pid"] != me["pid"] and _is_alive(worker)})
+
+
 def recover_interrupted_trials(study: optuna.Study, storage: optuna.storages.BaseStorage) -> list[int]:
     """Enqueue again the trials that were interrupted rather than failed: those stopped with
     Ctrl-C, and running ones whose worker on this host is gone (these are marked failed first)."""
@@ -267,6 +275,10 @@ def run_study(config: StudyConfig, n_trials: int | None = None, storage_url: str
     recovered = recover_interrupted_trials(study, storage)
     if recovered:
         log(f"resuming: trials {recovered} were interrupted when a worker stopped; they are retried")
+    beside = workers_beside_us(study)
+    if beside:
+        log(f"warning: worker process(es) {beside} already run this study on this machine; their measurements "
+            "and this one's compete for the same cores (slower, and wrong latencies). Run one worker per machine.")
     if sampler == "grid":
         points = enqueue_grid(study, storage, config.space)
         target = n_trials or points

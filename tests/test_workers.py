@@ -8,6 +8,7 @@ import collections
 import json
 import os
 import signal
+import socket
 import subprocess
 import time
 import uuid
@@ -121,3 +122,21 @@ def test_a_worker_killed_mid_trial_does_not_stop_the_grid(project, database):
     trials = optuna.load_study(study_name=name, storage=database).get_trials()
     killed = [t for t in trials if t.number == running[0].number][0]
     assert killed.state == TrialState.FAIL and "stopped mid-trial" in killed.user_attrs["fail_reason"]
+
+
+def test_a_second_worker_on_the_same_machine_is_noticed(tmp_path):
+    """Workers of one study on one host are found from their running trials (live ones only)."""
+    from dlas_dse.study import workers_beside_us
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path}/beside.db", directions=["minimize"])
+    other = subprocess.Popen(["sleep", "60"])
+    try:
+        for pid in (other.pid, os.getpid()):
+            process = psutil.Process(pid)
+            trial = study.ask()
+            trial.set_user_attr("worker", {"host": socket.gethostname(), "pid": pid, "started": process.create_time()})
+        assert workers_beside_us(study) == [other.pid]  # ourselves excluded
+    finally:
+        other.kill()
+        other.wait()
+    assert workers_beside_us(study) == []  # a dead worker is no longer competing
