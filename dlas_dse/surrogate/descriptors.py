@@ -43,7 +43,7 @@ def architecture_profile(architecture: str, side: int, classes: int) -> dict:
     return {**counts, "parameters": sum(p.numel() for p in model.parameters())}
 
 
-def _compression_param(compression: dict, technique: str, name: str) -> float:
+def _compression_param(compression: dict, technique: str, name: str) -> float | None:
     """``name`` of the compression layer when ``technique`` is the one chosen (its default if the
     configuration leaves it out); None when another technique is chosen."""
     if compression.get("technique", "none") != technique:
@@ -78,7 +78,7 @@ def _device_descriptors(device: str, threads: int, cache_dir: str) -> dict:
 
     target = create_device({"device": device, "threads": threads})
     peak = target.peak(ArtifactCache(cache_dir), measure=False)
-    return {"hardware.kind": target.details.get("kind", "unknown"), "threads_used": target.threads,
+    return {"device_kind": target.details.get("kind", "unknown"), "threads_used": target.threads,
             "cores": target.cores, "peak_gflops": peak["gflops"] if peak else math.nan}
 
 
