@@ -244,6 +244,8 @@ def _dashboard(args: argparse.Namespace) -> int:
     except DashboardError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:
+        print("\ndashboard stopped")
     return 0
 
 

@@ -100,6 +100,12 @@ def test_predict_ranks_the_grid_like_the_measurements(trained):
     one = project.run("surrogate", "predict", "--study", name, "--params", "model.architecture=resnet18",
                       "algorithm.conv=gemm", "hardware.threads=2", timeout=600)
     assert one.returncode == 0 and "resnet18" in one.stdout and "gemm" in one.stdout
+    configs = project.root / "configs.yaml"
+    configs.write_text("- {model: {architecture: mobilenet_v2}, hardware: {threads: 2}}\n"
+                       "- {model.architecture: resnet18, algorithm.conv: gemm}\n")
+    listed = project.run("surrogate", "predict", "--study", name, "--config", str(configs), "--out", str(out))
+    assert listed.returncode == 0, listed.stderr[-3000:]
+    assert sorted(pd.read_csv(out)["model.architecture"]) == ["mobilenet_v2", "resnet18"]
 
 
 def test_predict_names_a_mistyped_parameter_and_refuses_a_foreign_model(trained, tmp_path):
