@@ -3,6 +3,8 @@ strategy finds the grid's Pareto front.
 
 1. Runs (or reuses, with --project) an untuned sub-grid of dlas-paper-mini through the CLI:
    digits; three models; every compression, algorithm and weight format; 1 thread and all threads.
+   16 random points are then measured a second time (builds cached): the repeatability of a
+   measurement here, the floor any predictor is judged against.
 2. `surrogate evaluate` on its trials: MAPE, share within ±10%/±20%, Kendall τ, R² for random
    k-fold and leave-one-model-out (held-out trials only), with the predicted-vs-measured plots.
 3. Replays random, NSGA-II, TPE and the surrogate-assisted sampler over the grid's real
@@ -35,6 +37,7 @@ import optuna  # noqa: E402
 from common import RESULTS, save  # noqa: E402
 
 from dlas_dse.config import load_study  # noqa: E402
+from dlas_dse.space import config_key  # noqa: E402
 from dlas_dse.study import load_stored_study  # noqa: E402
 from dlas_dse.surrogate.data import measured_trials  # noqa: E402
 from dlas_dse.surrogate.evaluation import evaluate  # noqa: E402
@@ -73,16 +76,30 @@ trial_timeout_s: 3600
 evaluation: {batch_size: 16, max_samples: 180}
 measurement: {warmup_runs: 1, min_repeats: 5, min_time_s: 0.5}
 """
+REPEAT = STUDY.replace("sampler: grid", "sampler: random").replace("benchmark grid", "benchmark: points measured again")
+REPEATS = 16
 TARGET = 0.95
 
 
-def run_grid(project: Path) -> None:
-    """Write the space and study into ``project`` and run the grid there (resumes if interrupted)."""
+def run(project: Path, *args: str) -> None:
+    """``python -m dlas_dse ARGS`` in ``project`` with its own artifact cache."""
     env = {**os.environ, "DLAS_CACHE_DIR": str(project / "cache")}
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "dlas_dse", "grid", "--study", "surrogate-bench", "--no-progress"],
-                   cwd=project, env=env, check=True)
-    print(f"grid: {time.perf_counter() - started:.0f} s", flush=True)
+    subprocess.run([sys.executable, "-m", "dlas_dse", *args, "--no-progress"], cwd=project, env=env, check=True)
+    print(f"{' '.join(args)}: {time.perf_counter() - started:.0f} s", flush=True)
+
+
+def repeatability(grid: optuna.Study, again: optuna.Study) -> dict:
+    """How far a second measurement of the same point lands from the first (cached builds, new
+    measurements): the noise floor any latency predictor is judged against."""
+    first = measured_trials([grid])
+    latency = {config_key(c): ms for c, ms in zip(first.configs, first.latencies_ms)}
+    second = measured_trials([again])
+    pairs = [(latency[config_key(c)], ms) for c, ms in zip(second.configs, second.latencies_ms)
+             if config_key(c) in latency]
+    relative = np.array([abs(b - a) / a for a, b in pairs])
+    return {"points": len(pairs), "mape_percent": float(100 * relative.mean()),
+            "within_10_percent": float((relative <= 0.10).mean()), "within_20_percent": float((relative <= 0.20).mean())}
 
 
 def samplers(space, cache_dir: str, seed: int) -> dict[str, optuna.samplers.BaseSampler]:
@@ -121,17 +138,20 @@ def main() -> None:
 
     project = args.project or Path(tempfile.mkdtemp(prefix="dlas-surrogate-bench-"))
     for folder, name, text in (("search_spaces", "surrogate-bench", SPACE.format(models=list(args.models))),
-                               ("studies", "surrogate-bench", STUDY)):
+                               ("studies", "surrogate-bench", STUDY), ("studies", "surrogate-repeat", REPEAT)):
         (project / folder).mkdir(parents=True, exist_ok=True)
         (project / folder / f"{name}.yaml").write_text(text)
     print(f"project: {project}", flush=True)
-    run_grid(project)
+    run(project, "grid", "--study", "surrogate-bench")
+    run(project, "optimize", "--study", "surrogate-repeat", "--n-trials", str(REPEATS))
 
     os.chdir(project)
     os.environ["DLAS_CACHE_DIR"] = cache_dir = str(project / "cache")
     config = load_study("surrogate-bench")
     study = load_stored_study("surrogate-bench")
     measured = measured_trials([study])
+    noise = repeatability(study, load_stored_study("surrogate-repeat"))
+    print(f"a second measurement of {noise['points']} points: {noise}", flush=True)
     figures = RESULTS / "surrogate"
     if figures.exists():
         shutil.rmtree(figures)
@@ -148,7 +168,7 @@ def main() -> None:
     plot_curves(curves, RESULTS / "surrogate_search.png", len(grid.values))
     reach = {name: [trials_to_reach(run, TARGET) for run in runs] for name, runs in curves.items()}
     results = {"models": args.models, "points": len(grid.values), "trials": len(measured),
-               "evaluation": table.to_dict(orient="records"), "skipped": skipped,
+               "evaluation": table.to_dict(orient="records"), "skipped": skipped, "repeatability": noise,
                "search": {"budget": args.budget, "seeds": args.seeds, "target_share": TARGET,
                           "trials_to_target": reach,
                           "median_share": {name: np.median(np.array(runs), axis=0).round(4).tolist()
