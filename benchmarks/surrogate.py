@@ -76,7 +76,7 @@ trial_timeout_s: 3600
 evaluation: {batch_size: 16, max_samples: 180}
 measurement: {warmup_runs: 1, min_repeats: 5, min_time_s: 0.5}
 """
-REPEAT = STUDY.replace("sampler: grid", "sampler: random").replace("benchmark grid", "benchmark: points measured again")
+REPEAT = STUDY.replace("sampler: grid", "sampler: random").replace("benchmark grid", "benchmark - points measured again")
 REPEATS = 16
 TARGET = 0.95
 
