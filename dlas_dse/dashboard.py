@@ -8,9 +8,6 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from optuna.storages import BaseStorage
 
-DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 8080
-
 
 class DashboardError(RuntimeError):
     """The dashboard cannot start (the message says what to do)."""
@@ -34,8 +31,7 @@ def study_url(host: str, port: int, storage: BaseStorage, study_name: str) -> st
     return f"http://{host}:{port}/dashboard/studies/{storage.get_study_id_from_name(study_name)}"
 
 
-def serve(storage: BaseStorage, study_name: str, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT,
-          announce=print) -> None:
+def serve(storage: BaseStorage, study_name: str, host: str, port: int, announce=print) -> None:
     """Serve the dashboard of ``storage`` on ``host:port`` until interrupted; ``announce`` receives
     the URL of ``study_name``'s page once the port is bound."""
     from optuna_dashboard import wsgi

@@ -46,8 +46,8 @@ def held_out_predictions(measured: Measured, split: str, cache_dir: str, k: int 
     without it (``held_out`` names the fold or the group it was held out with)."""
     rows = []
     for name, train, test in folds(measured, split, k):
-        model = LatencySurrogate.train(measured.subset(train).configs, measured.subset(train).latencies_ms,
-                                       cache_dir)
+        training = measured.subset(train)
+        model = LatencySurrogate.train(training.configs, training.latencies_ms, cache_dir)
         held_out = measured.subset(test)
         predicted = model.predict(held_out.configs, cache_dir)
         rows += [{"trial": origin, "held_out": name, "measured_ms": real, "predicted_ms": guess}

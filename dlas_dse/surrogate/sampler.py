@@ -17,7 +17,6 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dlas_dse.space import Config, SearchSpace, config_key
-from dlas_dse.surrogate.data import measured_trials
 from dlas_dse.surrogate.descriptors import model_descriptors
 from dlas_dse.surrogate.hypervolume import hypervolume, non_dominated, objective_space
 from dlas_dse.surrogate.model import LatencySurrogate
@@ -131,10 +130,9 @@ class SurrogateSampler(optuna.samplers.BaseSampler):
 
     def predict(self, study: optuna.Study, done: list[FrozenTrial], configs: list[Config]) -> np.ndarray:
         """Predicted (-accuracy, log latency, log size) of ``configs``."""
-        measured = measured_trials([study])
-        latency = LatencySurrogate.train(measured.configs, measured.latencies_ms, self.cache_dir).predict(
-            configs, self.cache_dir)
         observed = [(t.user_attrs["config"], *self._objectives(study, t)) for t in done]
+        latency = LatencySurrogate.train([row[0] for row in observed], [row[2] for row in observed],
+                                         self.cache_dir).predict(configs, self.cache_dir)
         accuracy = self._group_mean(observed, configs, ACCURACY_LAYERS, 1)
         size = self._group_mean(observed, configs, SIZE_LAYERS, 3)
         estimate = np.array([np.exp(model_descriptors(c)["log_deployed_bytes"]) for c in configs])
