@@ -40,6 +40,28 @@ def median_ms(time_runs: Callable[[int], list[float]], min_time_s: float) -> flo
                            min_time_s=min_time_s).median_ms
 
 
+def digits_space(description: str, models: list[str], layers: str) -> str:
+    """A search space on digits at 32×32 over ``models`` (2 training epochs); ``layers`` is the
+    YAML of the compression, algorithm, software and hardware layers."""
+    return (f"description: {description}\ndataset:\n  name: digits\n  image_size: 32\nmodel:\n"
+            f"  architecture: {{choices: {list(models)}}}\n  epochs: 2\n{layers}")
+
+
+def grid_study(description: str, space: str, sampler: str = "grid") -> str:
+    """A study over ``space`` with the benchmarks' evaluation (180 images) and measurement protocol."""
+    return (f"description: {description}\nspace: {space}\nsampler: {sampler}\nseed: 0\ntrial_timeout_s: 3600\n"
+            "evaluation: {batch_size: 16, max_samples: 180}\n"
+            "measurement: {warmup_runs: 1, min_repeats: 5, min_time_s: 0.5}\n")
+
+
+def write_project(project: Path, files: dict[str, str]) -> None:
+    """Write ``files`` (path relative to ``project`` → YAML text) into a project folder."""
+    for relative, text in files.items():
+        path = project / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
 def save(name: str, results: dict, threads: int, started: float) -> Path:
     """Write ``results`` with the machine's description to ``benchmarks/results/<name>.json``."""
     results.update({"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads,

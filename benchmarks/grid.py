@@ -32,19 +32,12 @@ from pathlib import Path
 import optuna
 import sqlalchemy
 
-from common import ROOT, save
+from common import digits_space, grid_study, save, write_project
 
 from dlas_dse.config import load_study  # noqa: E402
 from dlas_dse.grid import plan_grid  # noqa: E402
 
-SPACE = """\
-description: grid benchmark - a sub-grid of dlas-paper-mini
-dataset:
-  name: digits
-  image_size: 32
-model:
-  architecture: {{choices: {models}}}
-  epochs: 2
+LAYERS = """\
 compression:
   technique: {{choices: {compressions}}}  # each technique's own parameters at their defaults
 algorithm:
@@ -55,15 +48,6 @@ software:
 {tuning_budget}hardware:
   device: host-cpu
   threads: {{choices: [1, 0]}}
-"""
-STUDY = """\
-description: grid benchmark
-space: bench
-sampler: grid
-seed: 0
-trial_timeout_s: 3600
-evaluation: {batch_size: 16, max_samples: 180}
-measurement: {warmup_runs: 1, min_repeats: 5, min_time_s: 0.5}
 """
 TUNING_BUDGET = "  trials_per_task: 2\n"
 STAGES = ("train", "compress", "build", "eval_build", "accuracy")
@@ -141,13 +125,11 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     project = Path(tempfile.mkdtemp(prefix="grid-benchmark-"))
-    for folder, text in (("search_spaces", SPACE.format(models=args.models, compressions=args.compressions,
-                                                        convs=args.convs, tunings=args.tunings,
-                                                        tuning_budget=TUNING_BUDGET if "metaschedule" in args.tunings
-                                                        else "")),
-                         ("studies", STUDY)):
-        (project / folder).mkdir()
-        (project / folder / "bench.yaml").write_text(text)
+    layers = LAYERS.format(compressions=args.compressions, convs=args.convs, tunings=args.tunings,
+                           tuning_budget=TUNING_BUDGET if "metaschedule" in args.tunings else "")
+    write_project(project, {"search_spaces/bench.yaml": digits_space("grid benchmark - a sub-grid of dlas-paper-mini",
+                                                                     args.models, layers),
+                            "studies/bench.yaml": grid_study("grid benchmark", "bench")})
     os.chdir(project)
     plan = plan_grid(load_study("bench").space)
     points = len(plan.points)

@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 
-from common import RESULTS, save  # noqa: E402
+from common import RESULTS, digits_space, grid_study, save, write_project  # noqa: E402
 
 from dlas_dse.config import load_study  # noqa: E402
 from dlas_dse.space import config_key  # noqa: E402
@@ -44,39 +44,22 @@ from dlas_dse.surrogate.evaluation import evaluate  # noqa: E402
 from dlas_dse.surrogate.replay import MeasuredGrid, replay, trials_to_reach  # noqa: E402
 from dlas_dse.surrogate.sampler import SurrogateSampler  # noqa: E402
 
-SPACE = """\
-description: surrogate benchmark - an untuned sub-grid of dlas-paper-mini
-dataset:
-  name: digits
-  image_size: 32
-model:
-  architecture: {{choices: {models}}}
-  epochs: 2
+LAYERS = """\
 compression:
-  technique: {{choices: [none, weight_pruning, channel_pruning, int8, fp16]}}
+  technique: {choices: [none, weight_pruning, channel_pruning, int8, fp16]}
   sparsity: 0.8
   ratio: 0.5
   finetune_epochs: 1
 algorithm:
-  conv: {{choices: [direct, gemm, spatial_pack]}}
-  format: {{choices: [dense, sparse]}}
+  conv: {choices: [direct, gemm, spatial_pack]}
+  format: {choices: [dense, sparse]}
 software:
   compiler: tvm
   tuning: untuned
 hardware:
   device: host-cpu
-  threads: {{choices: [1, 0]}}
+  threads: {choices: [1, 0]}
 """
-STUDY = """\
-description: surrogate benchmark grid
-space: surrogate-bench
-sampler: grid
-seed: 0
-trial_timeout_s: 3600
-evaluation: {batch_size: 16, max_samples: 180}
-measurement: {warmup_runs: 1, min_repeats: 5, min_time_s: 0.5}
-"""
-REPEAT = STUDY.replace("sampler: grid", "sampler: random").replace("benchmark grid", "benchmark - points measured again")
 REPEATS = 16
 TARGET = 0.95
 
@@ -137,10 +120,12 @@ def main() -> None:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     project = args.project or Path(tempfile.mkdtemp(prefix="dlas-surrogate-bench-"))
-    for folder, name, text in (("search_spaces", "surrogate-bench", SPACE.format(models=list(args.models))),
-                               ("studies", "surrogate-bench", STUDY), ("studies", "surrogate-repeat", REPEAT)):
-        (project / folder).mkdir(parents=True, exist_ok=True)
-        (project / folder / f"{name}.yaml").write_text(text)
+    write_project(project, {
+        "search_spaces/surrogate-bench.yaml": digits_space("surrogate benchmark - an untuned sub-grid of "
+                                                           "dlas-paper-mini", args.models, LAYERS),
+        "studies/surrogate-bench.yaml": grid_study("surrogate benchmark grid", "surrogate-bench"),
+        "studies/surrogate-repeat.yaml": grid_study("surrogate benchmark - points measured again", "surrogate-bench",
+                                                    sampler="random")})
     print(f"project: {project}", flush=True)
     run(project, "grid", "--study", "surrogate-bench")
     run(project, "optimize", "--study", "surrogate-repeat", "--n-trials", str(REPEATS))
