@@ -5,6 +5,8 @@ default schedule."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import sys
 
 import numpy as np
 import optuna
@@ -18,7 +20,7 @@ from dlas_dse.cache import ArtifactCache
 from dlas_dse.config import load_study
 from dlas_dse.stack.compiler import BuildRequest, compile_model
 from dlas_dse.stack.hardware import create_device
-from dlas_dse.stack.tuning import TuningDatabase, study_allowance
+from dlas_dse.stack.tuning import PooledBuilder, TuningDatabase, study_allowance
 
 TUNED = {"compiler": "tvm", "tuning": "metaschedule", "trials_per_task": 1, "max_trials": 0, "tuning_timeout_s": 0.0}
 
@@ -158,3 +160,22 @@ def test_concurrent_workers_merge_into_one_database_without_mixing_records(tmp_p
         # each record is still attached to the workload its worker tuned (the run time encodes which)
         tvm.ir.assert_structural_equal(record.workload.mod, mod)
         assert float(record.run_secs[0]) == pytest.approx(1e-6 * (number + 1))
+
+
+def test_build_processes_are_kept_between_batches_and_start_without_pytorch():
+    builder = PooledBuilder()
+    # a lambda travels by value: unpickling it imports nothing (a test-module function would import this file)
+    build_process = lambda: (os.getpid(), "torch" in sys.modules)  # noqa: E731  (its pid, and PyTorch loaded?)
+    batch = [ms.builder.BuilderInput(_matmul(16), host(1).tvm_target())]
+    try:
+        processes = set()
+        for _ in range(3):
+            (result,) = builder.build(batch)
+            assert result.error_msg is None and os.path.exists(result.artifact_path)
+            probes = {builder.pool.submit(build_process).result() for _ in range(4 * os.cpu_count())}
+            assert not any(torch_loaded for _, torch_loaded in probes)
+            processes |= {pid for pid, _ in probes}
+        # TVM's LocalBuilder would have started new processes for every batch
+        assert len(processes) <= os.cpu_count()
+    finally:
+        builder.close()

@@ -10,24 +10,22 @@ schedule, and the record says so.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import importlib
-import inspect
-import linecache
 import logging
+import os
 import shutil
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
 
 import tvm
-from tvm.s_tir import meta_schedule as ms
 from tvm.ir.utils import derived_object
+from tvm.s_tir import meta_schedule as ms
+from tvm.s_tir.meta_schedule.builder import local_builder
+from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
 
+from dlas_dse.build_workers import build_candidate, export_with, load_tensor_intrinsics
 from dlas_dse.cache import ArtifactCache, content_key
 from dlas_dse.stack.algorithms.schedule import fuse_operators, schedule_with_defaults, vector_bits
 from dlas_dse.stack.hardware import Device, RemoteBoard
@@ -37,6 +35,9 @@ LOGGER = logging.getLogger("dlas_dse.tuning")
 """MetaSchedule's per-task progress goes here (warnings and errors only, by default)."""
 FAILED_RUN_SECONDS = 1e9
 """MetaSchedule records a candidate that failed to build or run with a huge run time."""
+CANDIDATES_PER_BUILD_PROCESS = 256
+"""How many candidates a build process builds before it is replaced (1: new processes for every
+batch, as TVM's LocalBuilder does)."""
 
 
 @dataclass(frozen=True)
@@ -115,37 +116,6 @@ class _Deadline(ms.measure_callback.PyMeasureCallback):
                 task_scheduler.terminate_task(task)
 
 
-@contextlib.contextmanager
-def _light_inspect_stack() -> Iterator[None]:
-    """``inspect.stack()`` without resolving each frame's module: importing TVM's tensor
-    intrinsics parses ~500 TVMScript functions, each calling ``inspect.stack()``, which otherwise
-    scans every loaded module for every frame (minutes instead of seconds with PyTorch loaded)."""
-    original = inspect.stack
-
-    def stack(context: int = 1) -> list[inspect.FrameInfo]:
-        frames, frame = [], sys._getframe(1)
-        while frame is not None:
-            line = linecache.getline(frame.f_code.co_filename, frame.f_lineno)
-            frames.append(inspect.FrameInfo(frame, frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name,
-                                            [line] if line else None, 0 if line else None, positions=None))
-            frame = frame.f_back
-        return frames
-
-    inspect.stack = stack
-    try:
-        yield
-    finally:
-        inspect.stack = original
-
-
-def load_tensor_intrinsics() -> None:
-    """Import ``tvm.s_tir.tensor_intrin`` (MetaSchedule needs it) quickly; also run in every
-    MetaSchedule builder process."""
-    if "tvm.s_tir.tensor_intrin" not in sys.modules:
-        with _light_inspect_stack():
-            importlib.import_module("tvm.s_tir.tensor_intrin")
-
-
 def _tunable(contexts: list) -> tuple[list, dict[str, str]]:
     """The contexts MetaSchedule can generate a design space for, and why the others cannot."""
     kept, skipped = [], {}
@@ -159,19 +129,51 @@ def _tunable(contexts: list) -> tuple[list, dict[str, str]]:
     return kept, skipped
 
 
-def export_with(compiler: str, module: tvm.runtime.Module) -> str:
-    """Export a candidate as a shared library linked by ``compiler`` (a board's cross compiler)."""
-    path = str(Path(tempfile.mkdtemp()) / "candidate.so")
-    module.export_library(path, fcompile=tvm.support.cc.cross_compiler(compiler))
-    return path
+@derived_object
+class PooledBuilder(ms.builder.PyBuilder):
+    """MetaSchedule's LocalBuilder with its build processes kept from one batch to the next.
+
+    TVM's starts new processes for every batch, and each imports TVM and its tensor intrinsics
+    (~5-15 s on this 2-core machine) — once per task per search round, more than the building
+    itself at small budgets. These are replaced after ``CANDIDATES_PER_BUILD_PROCESS`` candidates
+    instead, which bounds the memory TVM's build processes are known to leak. ``close`` stops them."""
+
+    def __init__(self, f_export=None, timeout_s: float = 300.0):
+        super().__init__()
+        self.f_export, self.timeout_s = f_export, timeout_s
+        self.pool: PopenPoolExecutor | None = None
+        self.built = 0
+
+    def build(self, build_inputs: list[ms.builder.BuilderInput]) -> list[ms.builder.BuilderResult]:
+        if self.pool is None or self.built >= CANDIDATES_PER_BUILD_PROCESS:
+            self.close()
+            self.pool = PopenPoolExecutor(max_workers=os.cpu_count(), timeout=self.timeout_s,
+                                          initializer=load_tensor_intrinsics)
+        self.built += len(build_inputs)
+        arguments = [(None, self.f_export, item.mod, item.target, local_builder._serialize_params(item.params))
+                     for item in build_inputs]
+        results = []
+        for outcome in self.pool.map_with_error_catching(build_candidate, arguments):
+            if outcome.status == StatusKind.COMPLETE:
+                results.append(ms.builder.BuilderResult(outcome.value, None))
+            elif outcome.status == StatusKind.TIMEOUT:
+                results.append(ms.builder.BuilderResult(None, f"build timed out after {self.timeout_s:g} s"))
+            else:
+                results.append(ms.builder.BuilderResult(None, f"build failed: {outcome.value}"))
+        return results
+
+    def close(self) -> None:
+        """Stop the build processes (a later ``build`` starts new ones)."""
+        if self.pool is not None:
+            self.pool.shutdown()
+            self.pool, self.built = None, 0
 
 
-def _measurement(device: Device) -> tuple[ms.builder.Builder, ms.runner.Runner]:
+def _measurement(device: Device) -> tuple[PooledBuilder, ms.runner.Runner]:
     """How candidates are built and timed: on this machine, or cross-compiled here and timed on a
     board the tracker lends (RPC runner)."""
     compiler = device.details.get("cross_compiler")
-    builder = ms.builder.LocalBuilder(timeout_sec=300, initializer=load_tensor_intrinsics,
-                                      f_export=functools.partial(export_with, compiler) if compiler else None)
+    builder = PooledBuilder(f_export=functools.partial(export_with, compiler) if compiler else None)
     if isinstance(device, RemoteBoard):
         host, port = device.tracker
         config = ms.runner.RPCConfig(host, port, device.details["key"], session_timeout_sec=120)
@@ -254,6 +256,8 @@ def tune(mod: tvm.IRModule, device: Device, cache: ArtifactCache, budget: Tuning
                         record["stopped_by_timeout"] = bool(deadline and time.monotonic() > deadline)
                 except Exception as error:  # noqa: BLE001  (what was measured is kept; the rest keeps defaults)
                     record["tuning_error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+                finally:
+                    builder.close()
                 record.update(tuned_tasks=len(tunable),
                               measured_candidates=len(private.get_all_tuning_records())
                               - record["default_schedule_records"],
