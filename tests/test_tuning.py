@@ -162,10 +162,10 @@ def test_concurrent_workers_merge_into_one_database_without_mixing_records(tmp_p
         assert float(record.run_secs[0]) == pytest.approx(1e-6 * (number + 1))
 
 
-def test_build_processes_are_kept_between_batches_and_start_without_pytorch():
+def test_build_processes_are_kept_between_batches_and_start_without_the_stack():
     builder = PooledBuilder()
     # a lambda travels by value: unpickling it imports nothing (a test-module function would import this file)
-    build_process = lambda: (os.getpid(), "torch" in sys.modules)  # noqa: E731  (its pid, and PyTorch loaded?)
+    build_process = lambda: (os.getpid(), "dlas_dse.stack" in sys.modules)  # noqa: E731  (pid, stack imported?)
     batch = [ms.builder.BuilderInput(_matmul(16), host(1).tvm_target())]
     try:
         processes = set()
@@ -173,7 +173,7 @@ def test_build_processes_are_kept_between_batches_and_start_without_pytorch():
             (result,) = builder.build(batch)
             assert result.error_msg is None and os.path.exists(result.artifact_path)
             probes = {builder.pool.submit(build_process).result() for _ in range(4 * os.cpu_count())}
-            assert not any(torch_loaded for _, torch_loaded in probes)
+            assert not any(stack_imported for _, stack_imported in probes)
             processes |= {pid for pid, _ in probes}
         # TVM's LocalBuilder would have started new processes for every batch
         assert len(processes) <= os.cpu_count()
