@@ -14,7 +14,8 @@ start-up. Stage counts come from each trial's `cache_hits` (misses = stages exec
 compared with `grid --dry-run`'s plan.
 
     python benchmarks/grid.py [--models resnet18 mobilenet_v2] [--compressions none int8]
-        [--convs direct gemm] [--tunings untuned metaschedule] [--postgres postgresql://...]
+        [--convs direct gemm] [--tunings untuned metaschedule] [--phases reuse workers]
+        [--postgres postgresql://...] [--name grid]
 """
 
 from __future__ import annotations
@@ -96,7 +97,8 @@ def workers(project: Path, count: int, server: str, peak_from: Path) -> dict:
         connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
     url = server.rsplit("/", 1)[0] + f"/{name}"
     cache = project / f"cache-workers-{count}"
-    shutil.copytree(peak_from / "peak", cache / "peak")
+    if (peak_from / "peak").exists():  # the CPU's measured peak, not part of what is compared
+        shutil.copytree(peak_from / "peak", cache / "peak")
     env = {**os.environ, "DLAS_CACHE_DIR": str(cache)}
     try:
         started = time.perf_counter()
@@ -114,14 +116,39 @@ def workers(project: Path, count: int, server: str, peak_from: Path) -> dict:
         engine.dispose()
 
 
+def reuse_phases(project: Path, points: int) -> dict:
+    """The grid with the cache kept and with it emptied before every point, one CLI call per point."""
+    results = {"reuse": one_trial_at_a_time(project, points, keep_cache=True),
+               "no_reuse": one_trial_at_a_time(project, points, keep_cache=False)}
+    results["reuse_speedup"] = results["no_reuse"]["seconds"] / results["reuse"]["seconds"]
+    print(f"reuse: {results['reuse']['seconds']:.0f} s, no reuse: {results['no_reuse']['seconds']:.0f} s "
+          f"(x{results['reuse_speedup']:.2f})")
+    return results
+
+
+def worker_phases(project: Path, server: str) -> dict:
+    """The grid run by 1, then 2 worker processes on PostgreSQL, each from a fresh cache."""
+    results = {f"workers_{count}": workers(project, count, server, project / "cache-True") for count in (1, 2)}
+    results["second_worker_speedup"] = results["workers_1"]["seconds"] / results["workers_2"]["seconds"]
+    one, two = results["workers_1"]["latency_ms"], results["workers_2"]["latency_ms"]
+    results["two_worker_latency_ratio_median"] = sorted(two[k] / one[k] for k in one if k in two)[len(one) // 2]
+    print(f"1 worker {results['workers_1']['seconds']:.0f} s, 2 workers {results['workers_2']['seconds']:.0f} s "
+          f"(x{results['second_worker_speedup']:.2f}); latency measured beside a second worker / alone: "
+          f"x{results['two_worker_latency_ratio_median']:.2f} (median)")
+    return results
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2"])
     parser.add_argument("--compressions", nargs="+", default=["none", "int8"])
     parser.add_argument("--convs", nargs="+", default=["direct", "gemm"])
     parser.add_argument("--tunings", nargs="+", default=["untuned", "metaschedule"])
+    parser.add_argument("--phases", nargs="+", choices=("reuse", "workers"), default=["reuse", "workers"],
+                        help="reuse: with and without the cache; workers: 1 and 2 worker processes")
     parser.add_argument("--postgres", default="postgresql://postgres@127.0.0.1:5432/test",
                         help="a PostgreSQL server for the worker runs")
+    parser.add_argument("--name", default="grid", help="results file: benchmarks/results/NAME.json")
     args = parser.parse_args()
     started = time.perf_counter()
     project = Path(tempfile.mkdtemp(prefix="grid-benchmark-"))
@@ -134,22 +161,15 @@ def main() -> None:
     plan = plan_grid(load_study("bench").space)
     points = len(plan.points)
     print(f"{points} points; planned stages {plan.stages}", flush=True)
-    results = {"grid": vars(args), "points": points, "planned_stages": plan.stages,
-               "reuse": one_trial_at_a_time(project, points, keep_cache=True),
-               "no_reuse": one_trial_at_a_time(project, points, keep_cache=False)}
-    results["reuse_speedup"] = results["no_reuse"]["seconds"] / results["reuse"]["seconds"]
-    for count in (1, 2):
-        results[f"workers_{count}"] = workers(project, count, args.postgres, project / "cache-True")
-    results["second_worker_speedup"] = results["workers_1"]["seconds"] / results["workers_2"]["seconds"]
-    one, two = results["workers_1"]["latency_ms"], results["workers_2"]["latency_ms"]
-    results["two_worker_latency_ratio_median"] = sorted(two[k] / one[k] for k in one if k in two)[len(one) // 2]
-    print(f"reuse: {results['reuse']['seconds']:.0f} s, no reuse: {results['no_reuse']['seconds']:.0f} s "
-          f"(x{results['reuse_speedup']:.2f}); 1 worker {results['workers_1']['seconds']:.0f} s, 2 workers "
-          f"{results['workers_2']['seconds']:.0f} s (x{results['second_worker_speedup']:.2f}); latency measured "
-          f"beside a second worker / alone: x{results['two_worker_latency_ratio_median']:.2f} (median)")
+    results = {"grid": vars(args), "points": points, "planned_stages": plan.stages}
+    if "reuse" in args.phases:
+        results.update(reuse_phases(project, points))
+    if "workers" in args.phases:
+        results.update(worker_phases(project, args.postgres))
     for mode in ("reuse", "no_reuse", "workers_1", "workers_2"):
-        print(f"  stages executed ({mode}): {results[mode]['stages_executed']}")
-    print(f"saved {save('grid', results, threads=os.cpu_count(), started=started)}")
+        if mode in results:
+            print(f"  stages executed ({mode}): {results[mode]['stages_executed']}")
+    print(f"saved {save(args.name, results, threads=os.cpu_count(), started=started)}")
     shutil.rmtree(project, ignore_errors=True)
 
 
