@@ -68,7 +68,8 @@ def _trials(storage: str) -> list[optuna.trial.FrozenTrial]:
 def _summary(trials: list, seconds: float) -> dict:
     """Wall time, stages actually executed (cache misses) and the median latency per point."""
     executed = {stage: sum(not t.user_attrs["cache_hits"][stage] for t in trials) for stage in STAGES}
-    executed["tuning"] = sum(1 for t in trials if t.user_attrs["build"].get("tuning", {}).get("tuned_tasks"))
+    executed["tuning"] = sum(1 for t in trials if not t.user_attrs["cache_hits"]["build"]
+                             and t.user_attrs["build"].get("tuning", {}).get("tuned_tasks"))
     return {"seconds": seconds, "points": len(trials), "stages_executed": executed,
             "latency_ms": {str(sorted(t.params.items())): t.values[1] for t in trials}}
 
