@@ -18,9 +18,11 @@ from tvm.s_tir import meta_schedule as ms
 
 from dlas_dse.cache import ArtifactCache
 from dlas_dse.config import load_study
-from dlas_dse.stack.compiler import BuildRequest, compile_model
+from dlas_dse.stack.algorithms import apply_algorithm
+from dlas_dse.stack.algorithms.schedule import fuse_operators
+from dlas_dse.stack.compiler import BuildRequest, compile_model, to_relax
 from dlas_dse.stack.hardware import create_device
-from dlas_dse.stack.tuning import PooledBuilder, TuningDatabase, study_allowance
+from dlas_dse.stack.tuning import PooledBuilder, TuningDatabase, choose_side_by_side, study_allowance
 
 TUNED = {"compiler": "tvm", "tuning": "metaschedule", "trials_per_task": 1, "max_trials": 0, "tuning_timeout_s": 0.0}
 
@@ -61,7 +63,10 @@ def test_tuning_is_checked_and_shared_through_the_database(tmp_path):
     cache = ArtifactCache(tmp_path)
     first = build(0, cache, {"conv": "direct"})
     assert first["tasks"] == 3 and first["database_hits"] == 0 and first["tuned_tasks"] == 3
-    assert first["measured_candidates"] == 3 and first["new_records"] >= 1
+    # one record per task reaches the shared database: the default schedule or the search's best,
+    # whichever was faster timed side by side at the end
+    assert first["measured_candidates"] == 3 and first["new_records"] == 3
+    assert 0 <= first["default_schedule_kept"] <= 3
     # every task's default schedule was measured too and stored as a record: the build takes the
     # faster of it and the tuned candidate, so no function is left to an unmeasured default
     assert first["default_schedule_records"] == 3 and first["default_scheduled"] == []
@@ -179,3 +184,26 @@ def test_build_processes_are_kept_between_batches_and_start_without_the_stack():
         assert len(processes) <= os.cpu_count()
     finally:
         builder.close()
+
+
+def test_the_default_schedule_wins_when_it_beats_the_searchs_pick_side_by_side():
+    conv = torch.nn.Conv2d(16, 32, 3, padding=1).eval()
+    target = host(2).tvm_target()
+    relax_mod, _ = apply_algorithm(to_relax(conv, (1, 16, 32, 32)), {"conv": "direct", "layout": "NCHW", "format": "dense"})
+    (mod,) = [task.dispatched[0] for task in ms.relax_integration.extract_tasks(fuse_operators(relax_mod, target), target)
+              if "conv" in task.task_name]
+    naive = tvm.s_tir.Schedule(mod)
+    for block in naive.get_child_blocks(naive.get_sblock("root")):
+        naive.get_loops(block)  # a traced, untransformed loop nest: one thread, no tiling, no vectors
+    searched = ms.database.MemoryDatabase()
+    searched.commit_tuning_record(ms.database.TuningRecord(  # the search believed it took a nanosecond
+        naive.trace, searched.commit_workload(mod), [1e-9], target, ms.arg_info.ArgInfo.from_prim_func(mod["main"])))
+    builder, runner = PooledBuilder(), ms.runner.LocalRunner(timeout_sec=60)
+    try:
+        chosen, kept_default = choose_side_by_side([ms.TuneContext(mod, target=target, task_name="conv")],
+                                                   searched, builder, runner)
+    finally:
+        builder.close()
+    (record,) = chosen.get_all_tuning_records()
+    assert kept_default == 1 and str(record.trace) != str(naive.trace)
+    assert float(record.run_secs[0]) > 1e-6  # timed now, not copied from the search

@@ -2,8 +2,9 @@
 
 The database lives in the artifact cache (``tuning/<target key>/``) and is shared by every trial,
 study and worker using that cache: a task (a fused PrimFunc, identified structurally) that has a
-valid record is never tuned again. Tuning itself runs into a private database; its records are
-merged into the shared one under a file lock, so concurrent workers never interleave writes.
+valid record is never tuned again. Tuning itself runs into a private database; each task's
+default schedule and the search's best candidate are then timed side by side, and the faster one
+is merged into the shared database under a file lock, so concurrent workers never interleave writes.
 A task MetaSchedule cannot tune (e.g. a data-dependent sparse loop) keeps the project's default
 schedule, and the record says so.
 """
@@ -19,6 +20,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import tvm
 from tvm.ir.utils import derived_object
 from tvm.s_tir import meta_schedule as ms
@@ -184,8 +186,8 @@ def _measurement(device: Device) -> tuple[PooledBuilder, ms.runner.Runner]:
 def seed_default_schedules(contexts: list, builder: ms.builder.Builder, runner: ms.runner.Runner,
                            database: ms.database.Database) -> int:
     """Measure every task's default schedule with the tuning's builder and runner and store it as a
-    record: the evolutionary search starts from it, and the build picks the faster of it and the
-    best tuned candidate, so a tuned build is never slower than the untuned one on any task.
+    record: the evolutionary search starts from it, and :func:`choose_side_by_side` later times it
+    against the search's best, so that a tuned task does not take a slower schedule than its default.
     Returns how many were stored (a CPU's schedules; dlight's GPU ones are not seeded)."""
     schedules = [(context, schedule_with_defaults(context.mod, vector_bits(context.target)))
                  for context in contexts if context.target.kind.name == "llvm"]
@@ -203,6 +205,62 @@ def seed_default_schedules(contexts: list, builder: ms.builder.Builder, runner: 
                 ms.arg_info.ArgInfo.from_prim_func(sch.mod["main"])))
             stored += 1
     return stored
+
+
+def _median_seconds(run_secs) -> float:
+    return float(np.median([float(seconds) for seconds in run_secs]))
+
+
+def choose_side_by_side(contexts: list, searched: ms.database.Database, builder: ms.builder.Builder,
+                        runner: ms.runner.Runner, rounds: int = 3) -> tuple[ms.database.MemoryDatabase, int]:
+    """One record per task: its default schedule or the search's best candidate, whichever is
+    faster when the two are timed in alternation now (``rounds`` times each, median). The search
+    timed them minutes apart, once each, so a moment of load on a shared machine could crown a
+    slower kernel. Returns the chosen records and how many tasks kept their default schedule."""
+    chosen, duels, kept_default = ms.database.MemoryDatabase(), [], 0
+    for context in contexts:
+        best = [record for record in searched.get_top_k(searched.commit_workload(context.mod), 1) if _valid(record)]
+        if not best:
+            continue
+        default = schedule_with_defaults(context.mod, vector_bits(context.target)) \
+            if context.target.kind.name == "llvm" else None  # GPUs: dlight's rules, never measured as records
+        if default is None or str(default.trace) == str(best[0].trace):
+            kept_default += default is not None
+            chosen.commit_tuning_record(_rebased(best[0], context.mod, chosen, best[0].run_secs))
+        else:
+            duels.append((context, best[0], default))
+    modules = [mod for context, _, default in duels
+               for mod in (searched.query_ir_module(context.mod, context.target, "main"), default.mod)]
+    built = builder.build([ms.builder.BuilderInput(mod, duels[index // 2][0].target)
+                           for index, mod in enumerate(modules)]) if modules else []
+    runnable = [index for index, result in enumerate(built) if result.error_msg is None]
+    inputs = [ms.runner.RunnerInput(built[index].artifact_path, "cpu",
+                                    ms.arg_info.ArgInfo.from_prim_func(modules[index]["main"])) for index in runnable]
+    timings: dict[int, list[float]] = {index: [] for index in runnable}
+    for _ in range(rounds if inputs else 0):
+        for index, future in zip(runnable, runner.run(inputs)):
+            result = future.result()
+            timings[index] += result.run_secs if result.error_msg is None and result.run_secs else [FAILED_RUN_SECONDS]
+    for index, (context, best, default) in enumerate(duels):
+        if 2 * index not in timings or 2 * index + 1 not in timings:  # a build failed: trust the search
+            chosen.commit_tuning_record(_rebased(best, context.mod, chosen, best.run_secs))
+            continue
+        searched_s, default_s = _median_seconds(timings[2 * index]), _median_seconds(timings[2 * index + 1])
+        if default_s <= searched_s:
+            kept_default += 1
+            chosen.commit_tuning_record(ms.database.TuningRecord(
+                default.trace, chosen.commit_workload(context.mod), [default_s], context.target,
+                ms.arg_info.ArgInfo.from_prim_func(default.mod["main"])))
+        else:
+            chosen.commit_tuning_record(_rebased(best, context.mod, chosen, [searched_s]))
+    return chosen, kept_default
+
+
+def _rebased(record: ms.database.TuningRecord, mod: tvm.IRModule, database: ms.database.Database,
+             run_secs) -> ms.database.TuningRecord:
+    """``record`` for ``mod``'s workload in ``database``, with ``run_secs``."""
+    return ms.database.TuningRecord(record.trace, database.commit_workload(mod), [float(s) for s in run_secs],
+                                    record.target, record.args_info)
 
 
 def tune(mod: tvm.IRModule, device: Device, cache: ArtifactCache, budget: TuningBudget,
@@ -239,7 +297,7 @@ def tune(mod: tvm.IRModule, device: Device, cache: ArtifactCache, budget: Tuning
                 if deadline:
                     callbacks.append(_Deadline(deadline, len(tunable)))
                 builder, runner = _measurement(device)
-                record["default_schedule_records"] = 0
+                record["default_schedule_records"], chosen = 0, private
                 try:
                     record["default_schedule_records"] = seed_default_schedules(tunable, builder, runner, private)
                     record["stopped_by_timeout"] = bool(deadline and time.monotonic() > deadline)
@@ -254,6 +312,7 @@ def tune(mod: tvm.IRModule, device: Device, cache: ArtifactCache, budget: Tuning
                                       measure_callbacks=callbacks,
                                       task_scheduler="round-robin" if deadline else "gradient")
                         record["stopped_by_timeout"] = bool(deadline and time.monotonic() > deadline)
+                    chosen, record["default_schedule_kept"] = choose_side_by_side(tunable, private, builder, runner)
                 except Exception as error:  # noqa: BLE001  (what was measured is kept; the rest keeps defaults)
                     record["tuning_error"] = f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
                 finally:
@@ -261,7 +320,7 @@ def tune(mod: tvm.IRModule, device: Device, cache: ArtifactCache, budget: Tuning
                 record.update(tuned_tasks=len(tunable),
                               measured_candidates=len(private.get_all_tuning_records())
                               - record["default_schedule_records"],
-                              new_records=shared.merge(private))
+                              new_records=shared.merge(chosen))
         finally:
             shutil.rmtree(work_dir, ignore_errors=True)
     record["seconds"] = time.perf_counter() - started
