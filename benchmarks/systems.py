@@ -12,6 +12,7 @@ records), and a tuned build is cached: a rerun re-measures every budget already 
 only the new ones. `--budgets` names the budgets to tune in this run (0: none).
 
     python benchmarks/systems.py [--models resnet18 mobilenet_v2] [--budgets 16 64 256] [--threads 2]
+        [--name systems]
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ def main() -> None:
                         help="trials per task to tune in this run (0: tune nothing, re-measure what is tuned)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timed runs per measurement")
+    parser.add_argument("--name", default="systems", help="results file: benchmarks/results/NAME.json")
     args = parser.parse_args()
     host = create_device({"device": "host-cpu", "threads": args.threads})
     host.configure_runtime()
@@ -101,7 +103,7 @@ def main() -> None:
         for row in rows.values():
             row["vs_onnxruntime"] = row["latency_ms"] / reference
     results["model"] = "32x32 CIFAR stems, random weights, float32, batch 1, direct NCHW for tuned TVM"
-    out = save("systems", results, args.threads, started)
+    out = save(args.name, results, args.threads, started)
     for architecture, rows in results["models"].items():
         print(f"{architecture}: " + ", ".join(f"{name} {row['vs_onnxruntime']:.2f}x" for name, row in rows.items())
               + " of ONNX Runtime's latency")
