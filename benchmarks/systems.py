@@ -69,7 +69,8 @@ def run(architecture: str, algorithm: dict, software: dict, cache: ArtifactCache
     tuning = build.get("tuning", {})
     if tuning.get("tasks"):
         row["tuning"] = {k: tuning.get(k) for k in ("tasks", "database_hits", "tuned_tasks", "measured_candidates",
-                                                    "new_records", "seconds", "default_scheduled", "tuning_error")}
+                                                    "default_schedule_kept", "new_records", "seconds",
+                                                    "default_scheduled", "tuning_error")}
     return row
 
 
