@@ -229,16 +229,14 @@ def choose_side_by_side(contexts: list, searched: ms.database.Database, builder:
             chosen.commit_tuning_record(_rebased(best[0], context.mod, chosen, best[0].run_secs))
         else:
             duels.append((context, best[0], default))
-    modules = [mod for context, _, default in duels
+    modules = [(context, mod) for context, _, default in duels  # the search's pick, then the default
                for mod in (searched.query_ir_module(context.mod, context.target, "main"), default.mod)]
-    built = builder.build([ms.builder.BuilderInput(mod, duels[index // 2][0].target)
-                           for index, mod in enumerate(modules)]) if modules else []
-    runnable = [index for index, result in enumerate(built) if result.error_msg is None]
+    built = builder.build([ms.builder.BuilderInput(mod, context.target) for context, mod in modules]) if modules else []
+    timings: dict[int, list[float]] = {index: [] for index, result in enumerate(built) if result.error_msg is None}
     inputs = [ms.runner.RunnerInput(built[index].artifact_path, "cpu",
-                                    ms.arg_info.ArgInfo.from_prim_func(modules[index]["main"])) for index in runnable]
-    timings: dict[int, list[float]] = {index: [] for index in runnable}
+                                    ms.arg_info.ArgInfo.from_prim_func(modules[index][1]["main"])) for index in timings]
     for _ in range(rounds if inputs else 0):
-        for index, future in zip(runnable, runner.run(inputs)):
+        for index, future in zip(timings, runner.run(inputs)):
             result = future.result()
             timings[index] += result.run_secs if result.error_msg is None and result.run_secs else [FAILED_RUN_SECONDS]
     for index, (context, best, default) in enumerate(duels):
