@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,6 +39,18 @@ def median_ms(time_runs: Callable[[int], list[float]], min_time_s: float) -> flo
     seconds): the median in milliseconds."""
     return measure_latency(time_runs, warmup_runs=2, min_repeats=5, max_repeats=2000,
                            min_time_s=min_time_s).median_ms
+
+
+def interleaved_ms(timers: dict[str, Callable[[int], list[float]]], rounds: int,
+                   min_time_s: float) -> dict[str, dict]:
+    """Time every runner of ``timers`` in ``rounds`` alternating rounds (the order rotated each
+    round), each round with :func:`median_ms` over ``min_time_s`` seconds, so that a machine
+    that drifts slows all of them alike: name → median of the round medians and the rounds."""
+    names, rounds_ms = list(timers), {name: [] for name in timers}
+    for index in range(rounds):
+        for name in names[index % len(names):] + names[:index % len(names)]:
+            rounds_ms[name].append(median_ms(timers[name], min_time_s))
+    return {name: {"latency_ms": float(np.median(ms)), "rounds_ms": ms} for name, ms in rounds_ms.items()}
 
 
 def digits_space(description: str, models: list[str], layers: str) -> str:

@@ -3,8 +3,11 @@ TVM tuned by MetaSchedule at several budgets, side by side in one run.
 
 resnet18 and mobilenet_v2 at 32×32 (CIFAR stems, random weights), float32, batch 1, on host-cpu,
 each compiled by the project's own compilers (the same builds a trial makes) and checked against
-PyTorch before it is timed. Also the achieved GFLOP/s and the share of this machine's measured
-peak (float32 GEMM, `dlas_dse/stack/peak.py`).
+PyTorch before it is timed. Every variant of a model is built first, then all are timed in
+alternating rounds (`--rounds`, the order rotated each round; latency = median of the round
+medians), so that this shared machine's drift slows them alike and the ratios hold. Also the
+achieved GFLOP/s and the share of this machine's measured peak (float32 GEMM,
+`dlas_dse/stack/peak.py`).
 
 Tuning is the expensive part (seconds per measured candidate). Each budget has its own artifact
 cache under results/benchmark-cache/systems/ (so that 64 trials per task is not served 16's
@@ -12,18 +15,19 @@ records), and a tuned build is cached: a rerun re-measures every budget already 
 only the new ones. `--budgets` names the budgets to tune in this run (0: none).
 
     python benchmarks/systems.py [--models resnet18 mobilenet_v2] [--budgets 16 64 256] [--threads 2]
-        [--name systems]
+        [--rounds 5] [--min-time 0.5] [--name systems]
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import time
 
 import numpy as np
 
-from common import ROOT, median_ms, random_model, save
+from common import ROOT, interleaved_ms, random_model, save
 
 from dlas_dse.cache import ArtifactCache  # noqa: E402
 from dlas_dse.stack.compiler import BuildRequest, compile_model  # noqa: E402
@@ -32,6 +36,7 @@ from dlas_dse.trial import check_against_pytorch  # noqa: E402
 
 CACHE = ROOT / "results" / "benchmark-cache" / "systems"
 DIRECT = {"conv": "direct", "layout": "NCHW", "format": "dense"}
+IMAGES = np.random.default_rng(1).standard_normal((4, 3, 32, 32)).astype(np.float32)
 UNTUNED = {"compiler": "tvm", "tuning": "untuned", "trials_per_task": 16, "max_trials": 0, "tuning_timeout_s": 0.0}
 
 
@@ -51,9 +56,10 @@ def variants(tune_budgets: list[int]) -> dict[str, tuple[dict, dict, ArtifactCac
     return chosen
 
 
-def run(architecture: str, algorithm: dict, software: dict, cache: ArtifactCache, may_tune: bool,
-        threads: int, min_time_s: float) -> dict:
-    """Build one variant (tuning only if ``may_tune``), check it against PyTorch, time it."""
+def build(architecture: str, algorithm: dict, software: dict, cache: ArtifactCache, may_tune: bool,
+          threads: int) -> tuple:
+    """Build one variant (tuning only if ``may_tune``) and check it against PyTorch: its
+    executable and its row (latency still to be measured)."""
     model = random_model(architecture)
     request = BuildRequest(model, {"benchmark": "systems", "architecture": architecture}, (3, 32, 32), 1,
                            algorithm, software, create_device({"device": "host-cpu", "threads": threads}),
@@ -61,17 +67,19 @@ def run(architecture: str, algorithm: dict, software: dict, cache: ArtifactCache
     started = time.perf_counter()
     executable, build = compile_model(request, cache)
     seconds = time.perf_counter() - started
-    images = np.random.default_rng(1).standard_normal((4, 3, 32, 32)).astype(np.float32)
-    check = check_against_pytorch(executable, model, images, tolerance=1e-3)
-    latency = median_ms(lambda n: executable.time_runs(images[:1], n), min_time_s)
-    row = {"latency_ms": latency, "gflops": 2 * build["macs"] / latency / 1e6, "macs": build["macs"],
-           "max_abs_error": check["max_abs_error"], "build_seconds": seconds, "build_hit": build["hit"]}
+    check = check_against_pytorch(executable, model, IMAGES, tolerance=1e-3)
+    row = {"macs": build["macs"], "max_abs_error": check["max_abs_error"], "build_seconds": seconds,
+           "build_hit": build["hit"]}
     tuning = build.get("tuning", {})
     if tuning.get("tasks"):
         row["tuning"] = {k: tuning.get(k) for k in ("tasks", "database_hits", "tuned_tasks", "measured_candidates",
                                                     "default_schedule_kept", "new_records", "seconds",
                                                     "default_scheduled", "tuning_error")}
-    return row
+        print(f"{architecture:<13} {software['trials_per_task']}/task: {row['tuning']['measured_candidates']} "
+              f"candidates over {row['tuning']['tuned_tasks']} of {row['tuning']['tasks']} tasks in "
+              f"{row['tuning']['seconds']:.0f} s, {row['tuning']['default_schedule_kept']} kept their default",
+              flush=True)
+    return executable, row
 
 
 def main() -> None:
@@ -80,7 +88,8 @@ def main() -> None:
     parser.add_argument("--budgets", nargs="+", type=int, default=[16, 64, 256],
                         help="trials per task to tune in this run (0: tune nothing, re-measure what is tuned)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
-    parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timed runs per measurement")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating rounds in which every variant is timed")
+    parser.add_argument("--min-time", type=float, default=0.5, help="seconds of timed runs per variant per round")
     parser.add_argument("--name", default="systems", help="results file: benchmarks/results/NAME.json")
     args = parser.parse_args()
     host = create_device({"device": "host-cpu", "threads": args.threads})
@@ -88,18 +97,21 @@ def main() -> None:
     started = time.perf_counter()
     peak = host.peak(ArtifactCache(CACHE / "untuned"))
     print(f"peak {peak['gflops']:.1f} GFLOP/s ({peak['method']})", flush=True)
-    results: dict = {"peak": peak, "models": {}}
+    results: dict = {"peak": peak, "models": {}, "protocol": f"every variant of a model timed in {args.rounds} "
+                     f"alternating rounds of >= {args.min_time} s (2 warm-up runs each); latency: median of the "
+                     "round medians"}
     for architecture in args.models:
-        rows = results["models"][architecture] = {}
+        rows, timers = results["models"].setdefault(architecture, {}), {}
         for name, (algorithm, software, cache, may_tune) in variants(args.budgets).items():
-            row = rows[name] = run(architecture, algorithm, software, cache, may_tune, args.threads,
-                                   args.min_time)
+            executable, rows[name] = build(architecture, algorithm, software, cache, may_tune, args.threads)
+            timers[name] = functools.partial(executable.time_runs, IMAGES[:1])
+        for name, timing in interleaved_ms(timers, args.rounds, args.min_time).items():
+            row = rows[name]
+            row.update(timing, gflops=2 * row["macs"] / timing["latency_ms"] / 1e6)
             row["percent_of_peak"] = 100 * row["gflops"] / peak["gflops"]
-            tuning = row.get("tuning")
             print(f"{architecture:<13} {name:<22} {row['latency_ms']:8.2f} ms  {row['gflops']:6.1f} GFLOP/s "
-                  f"({row['percent_of_peak']:4.1f}% of peak)"
-                  + (f"  tuning: {tuning['measured_candidates']} candidates over {tuning['tuned_tasks']} of "
-                     f"{tuning['tasks']} tasks in {tuning['seconds']:.0f} s" if tuning else ""), flush=True)
+                  f"({row['percent_of_peak']:4.1f}% of peak)  rounds: "
+                  + " ".join(f"{ms:.2f}" for ms in row["rounds_ms"]), flush=True)
         reference = rows["onnxruntime"]["latency_ms"]
         for row in rows.values():
             row["vs_onnxruntime"] = row["latency_ms"] / reference
