@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import socket
 import sys
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -26,7 +25,8 @@ from dlas_dse.config import OBJECTIVES, SETTINGS, ConfigError, StudyConfig
 from dlas_dse.grid import enqueue_grid
 from dlas_dse.registry import LAYERS
 from dlas_dse.space import SearchSpace, nest
-from dlas_dse.trial import STAGES, TrialFailure, run_trial, start_worker_server
+from dlas_dse.trial import (STAGES, TrialFailure, run_trial, start_worker_server,
+                            use_thread_lock_for_progress_bars)
 
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -224,7 +224,7 @@ class _Progress:
     """A progress bar over the trial budget showing the current trial, its stage and elapsed time."""
 
     def __init__(self, total: int, done: int, enabled: bool):
-        tqdm.set_lock(threading.RLock())  # tqdm's default multiprocessing lock leaks a semaphore
+        use_thread_lock_for_progress_bars()
         self.bar = tqdm(total=total, initial=min(done, total), unit="trial", disable=not enabled,
                         file=sys.stderr, dynamic_ncols=True)
         self.trial_started = time.monotonic()

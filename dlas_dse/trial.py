@@ -25,6 +25,7 @@ import optuna
 import psutil
 import torch
 import tvm
+from tqdm import tqdm
 
 from dlas_dse.cache import ArtifactCache, code_fingerprint
 from dlas_dse.space import Config, nest
@@ -200,8 +201,15 @@ def _exit_when_orphaned(parent_pid: int) -> None:
     threading.Thread(target=watch, daemon=True, name="orphan-watch").start()
 
 
+def use_thread_lock_for_progress_bars() -> None:
+    """Give tqdm a thread lock instead of its default multiprocessing one, a named semaphore that a
+    process leaks when it ends by ``os._exit`` (as a trial does; torch.export draws a bar)."""
+    tqdm.set_lock(threading.RLock())
+
+
 def _child(config: Config, settings: dict, cache_dir: str, messages: Connection, parent_pid: int) -> None:
     messages.send(("started", time.time()))
+    use_thread_lock_for_progress_bars()
     _exit_when_orphaned(parent_pid)
     try:
         result = execute(config, settings, cache_dir, report=lambda stage: messages.send(("stage", stage)))
