@@ -65,12 +65,12 @@ def build(architecture: str, algorithm: dict, software: dict, cache: ArtifactCac
                            algorithm, software, create_device({"device": "host-cpu", "threads": threads}),
                            tune=may_tune)
     started = time.perf_counter()
-    executable, build = compile_model(request, cache)
+    executable, record = compile_model(request, cache)
     seconds = time.perf_counter() - started
     check = check_against_pytorch(executable, model, IMAGES, tolerance=1e-3)
-    row = {"macs": build["macs"], "max_abs_error": check["max_abs_error"], "build_seconds": seconds,
-           "build_hit": build["hit"]}
-    tuning = build.get("tuning", {})
+    row = {"macs": record["macs"], "max_abs_error": check["max_abs_error"], "build_seconds": seconds,
+           "build_hit": record["hit"]}
+    tuning = record.get("tuning", {})
     if tuning.get("tasks"):
         row["tuning"] = {k: tuning.get(k) for k in ("tasks", "database_hits", "tuned_tasks", "measured_candidates",
                                                     "default_schedule_kept", "new_records", "seconds",
@@ -101,7 +101,8 @@ def main() -> None:
                      f"alternating rounds of >= {args.min_time} s (2 warm-up runs each); latency: median of the "
                      "round medians"}
     for architecture in args.models:
-        rows, timers = results["models"].setdefault(architecture, {}), {}
+        rows = results["models"][architecture] = {}
+        timers = {}
         for name, (algorithm, software, cache, may_tune) in variants(args.budgets).items():
             executable, rows[name] = build(architecture, algorithm, software, cache, may_tune, args.threads)
             timers[name] = functools.partial(executable.time_runs, IMAGES[:1])
