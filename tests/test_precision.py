@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 import tvm
 import tvm.tirx
 from tvm import relax
 
-from dlas_dse.stack.compiler import deployed_bytes, fold_batchnorm, to_relax
+from dlas_dse.stack.algorithms import build_pipeline
+from dlas_dse.stack.compiler import deployed_bytes, fold_batchnorm, reference_model, to_relax
 from dlas_dse.stack.compression import calibrate_input_scales
 from dlas_dse.stack.datasets import load_dataset
+from dlas_dse.stack.hardware import create_device
 from dlas_dse.stack.models import build_model
 from dlas_dse.stack.precision import PRECISIONS, Int8Reference
 
@@ -44,6 +47,22 @@ def test_int8_convolutions_take_int8_and_accumulate_in_int32(resnet):
     channels = sum(m.weight.shape[0] for m in folded.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)))
     # 1 byte per weight + a float32 rescale per output channel + float32 biases
     assert deployed_bytes(mod) == weights + 4 * channels + 4 * biases
+
+
+def test_int8_module_matches_its_reference_bit_for_bit(resnet):
+    """Same weight factors, same roundings: one ulp apart anywhere flips a rounding on some image,
+    which then spreads through every later layer."""
+    model, dataset = resnet
+    calibration = calibrate_input_scales(model, torch.from_numpy(dataset.train_x[:64]))
+    folded = fold_batchnorm(model)
+    mod, _ = PRECISIONS["int8"].lower(to_relax(folded, (1, 3, 32, 32)), folded, calibration)
+    target = create_device({"device": "host-cpu", "threads": 2}).tvm_target()  # with its FMA units
+    machine = relax.VirtualMachine(tvm.compile(mod, target, relax_pipeline=build_pipeline(target)), tvm.cpu())
+    reference = reference_model(model, "int8", calibration)
+    for image in dataset.val_x[:32]:
+        compiled = machine["main"](tvm.runtime.tensor(image[None], tvm.cpu())).numpy()
+        with torch.no_grad():
+            np.testing.assert_array_equal(compiled, reference(torch.from_numpy(image[None])).numpy())
 
 
 def test_int8_reference_is_integer_arithmetic():

@@ -148,10 +148,11 @@ def int8(model: nn.Module, dataset: Dataset, params: dict, fine_tune: FineTune) 
     calibrated on training images; the deployed module computes int8 x int8 with int32 accumulation."""
     source = dataset.train_x if len(dataset.train_y) else dataset.val_x
     images = torch.from_numpy(source[:params["calibration_images"]])
-    # The compiled module is checked against an int8 PyTorch reference of the same arithmetic. Most
-    # images match it bit for bit; where float rounding differs (e.g. the summation order of a
-    # pooling), an input lands on the other side of a rounding boundary and the flip propagates
-    # through later layers: hence 5% of the largest logit. A wrong kernel is off by ~100%.
+    # The compiled module is checked against an int8 PyTorch reference of the same arithmetic, which
+    # it matches bit for bit on host-cpu. Where float rounding differs (a schedule that does not
+    # contract rescale and bias into one multiply-add, the summation order of a pooling), an input
+    # lands on the other side of a rounding boundary and the flip propagates through later layers:
+    # hence 5% of the largest logit. A wrong kernel is off by ~100%.
     return model, {"precision": "int8", "calibration": calibrate_input_scales(model, images),
                    "calibration_split": "train" if len(dataset.train_y) else "validation", "tolerance": 5e-2}
 

@@ -56,6 +56,17 @@ def _weight_names(model: nn.Module) -> dict[bytes, str]:
     return names
 
 
+def quantize_weight(weight: np.ndarray, channel_axis: int, input_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-channel int8 ``weight`` and the float32 factor (input scale x weight scale, per
+    channel along ``channel_axis``) that turns an int32 product back into float. Computed in float64,
+    by the compiler and the PyTorch reference alike: a scale one ulp apart flips roundings downstream."""
+    weight = weight.astype(np.float64)
+    reduce_axes = tuple(a for a in range(weight.ndim) if a != channel_axis)
+    weight_scale = np.maximum(np.abs(weight).max(axis=reduce_axes, keepdims=True), 1e-12) / INT8_MAX
+    quantized = np.clip(np.round(weight / weight_scale), -INT8_MAX, INT8_MAX).astype(np.int8)
+    return quantized, (input_scale * weight_scale.reshape(-1)).astype(np.float32)
+
+
 @mutator
 class _QuantizeToInt8(PyExprMutator):
     """Rewrite conv2d / matmul with a constant weight into int8 x int8 → int32 plus a rescale."""
@@ -91,22 +102,19 @@ class _QuantizeToInt8(PyExprMutator):
             self.kept_float.append(name or "?")
             return call
         channel_axis = 0 if is_conv else 1  # OIHW for conv, (in, out) for the transposed linear
-        reduce_axes = tuple(a for a in range(weight.ndim) if a != channel_axis)
-        weight_scale = np.maximum(np.abs(weight).max(axis=reduce_axes, keepdims=True), 1e-12) / INT8_MAX
-        quantized = np.clip(np.round(weight / weight_scale), -INT8_MAX, INT8_MAX).astype(np.int8)
+        quantized, rescale = quantize_weight(weight, channel_axis, self.input_scales[name])
         data = self._quantize_input(call.args[0], self.input_scales[name])
         if is_conv:
             attrs = call.attrs
             product = relax.op.nn.conv2d(data, relax.const(quantized), attrs.strides, attrs.padding,
                                          attrs.dilation, attrs.groups, attrs.data_layout,
                                          attrs.kernel_layout, attrs.out_layout, out_dtype="int32")
-            rescale = (self.input_scales[name] * weight_scale).reshape(1, -1, 1, 1)
+            rescale = rescale.reshape(1, -1, 1, 1)
         else:
             product = relax.op.matmul(data, relax.const(quantized), out_dtype="int32")
-            rescale = (self.input_scales[name] * weight_scale).reshape(1, -1)
+            rescale = rescale.reshape(1, -1)
         self.quantized.append(name)
-        return relax.op.multiply(relax.op.astype(product, "float32"),
-                                 relax.const(rescale.astype(np.float32)))
+        return relax.op.multiply(relax.op.astype(product, "float32"), relax.const(rescale))
 
 
 def to_int8(mod: tvm.IRModule, model: nn.Module, calibration: dict) -> tuple[tvm.IRModule, dict]:
@@ -119,17 +127,15 @@ def to_int8(mod: tvm.IRModule, model: nn.Module, calibration: dict) -> tuple[tvm
 
 class Int8Reference(nn.Module):
     """PyTorch reference of one int8 layer, step for step as the compiled module computes it:
-    float32 quantisation of the input, exact integer products (float64), float32 rescale and bias."""
+    float32 quantisation of the input, exact integer products (float64), the same float32 weight
+    factors (:func:`quantize_weight`), rescale and bias rounded once."""
 
     def __init__(self, layer: nn.Module, input_scale: float):
         super().__init__()
         self.layer = layer
         self.input_scale = torch.tensor(input_scale, dtype=torch.float32)
-        weight = layer.weight.detach().double()
-        axes = tuple(range(1, weight.ndim))
-        weight_scale = weight.abs().amax(dim=axes, keepdim=True).clamp_min(1e-12) / INT8_MAX
-        self.quantized = torch.clamp(torch.round(weight / weight_scale), -INT8_MAX, INT8_MAX)
-        self.rescale = (input_scale * weight_scale.flatten()).float()
+        quantized, rescale = quantize_weight(layer.weight.detach().float().numpy(), 0, input_scale)
+        self.quantized, self.rescale = torch.from_numpy(quantized).double(), torch.from_numpy(rescale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q = torch.clamp(torch.round(x.float() / self.input_scale), -INT8_MAX - 1, INT8_MAX).double()
@@ -139,8 +145,12 @@ class Int8Reference(nn.Module):
             shape = (1, -1, 1, 1)
         else:
             products, shape = q @ self.quantized.T, (1, -1)
-        out = products.float() * self.rescale.reshape(shape)
-        return out if self.layer.bias is None else out + self.layer.bias.detach().reshape(shape)
+        products, rescale = products.float(), self.rescale.reshape(shape)
+        if self.layer.bias is None:
+            return products * rescale
+        # the compiler fuses rescale and bias into one kernel, where LLVM contracts them into a fused
+        # multiply-add: one rounding, which float64 reproduces
+        return (products.double() * rescale.double() + self.layer.bias.detach().double().reshape(shape)).float()
 
 
 def int8_reference(model: nn.Module, calibration: dict) -> nn.Module:
