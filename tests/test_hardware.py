@@ -3,6 +3,9 @@ the devices command and the --hardware override."""
 
 from __future__ import annotations
 
+import glob
+import importlib.util
+import os
 import subprocess
 import textwrap
 from pathlib import Path
@@ -10,17 +13,24 @@ from pathlib import Path
 import pytest
 import torch
 import tvm
+from tvm.support import nvcc
 
 from dlas_dse.cache import ArtifactCache
 from dlas_dse.config import load_study
 from dlas_dse.files import ConfigError
+from dlas_dse.stack.algorithms import apply_algorithm, build_pipeline
 from dlas_dse.stack.algorithms.schedule import vector_bits
-from dlas_dse.stack.compiler import BuildRequest, compile_model
+from dlas_dse.stack.compiler import BuildRequest, compile_model, fold_batchnorm, to_relax
+from dlas_dse.stack.compression import calibrate_input_scales
 from dlas_dse.stack.hardware import create_device, cuda_status, load_catalogue
+from dlas_dse.stack.precision import PRECISIONS
 from dlas_dse.stack.remote import free_port
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 AARCH64 = 183  # ELF e_machine of AArch64
+EM_CUDA = 190  # ELF e_machine of NVIDIA CUDA cubins
+H200 = {"kind": "cuda", "arch": "sm_90", "max_threads_per_block": 1024, "max_shared_memory_per_block": 49152,
+        "thread_warp_size": 32}
 UNTUNED = {"compiler": "tvm", "tuning": "untuned", "trials_per_task": 1, "max_trials": 0, "tuning_timeout_s": 0.0}
 
 
@@ -121,11 +131,52 @@ def test_default_schedules_use_the_cpus_real_vector_width(target, bits):
     assert vector_bits(tvm.target.Target(target)) == bits
 
 
+def _small_convnet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
+                               torch.nn.Linear(8 * 8 * 8, 4)).eval()
+
+
+def _cuda_toolkit() -> str | None:
+    """A CUDA toolkit with the headers NVRTC compiles TVM's kernels against ($CUDA_PATH, else
+    /usr/local/cuda*), where the CUDA Python bindings that hold NVRTC are installed too."""
+    if importlib.util.find_spec("cuda.bindings") is None:
+        return None
+    candidates = [os.environ.get("CUDA_PATH", ""), *sorted(glob.glob("/usr/local/cuda*"), reverse=True)]
+    return next((path for path in candidates if path and os.path.isfile(os.path.join(path, "include", "cuda_runtime.h"))),
+                None)
+
+
+def _cuda_module(module: tvm.runtime.Module) -> tvm.runtime.Module:
+    """The CUDA kernels a compiled Relax executable imports."""
+    if module.kind == "cuda":
+        return module
+    return next(found for found in map(_cuda_module, module.imports) if found is not None)
+
+
+@pytest.mark.skipif(_cuda_toolkit() is None, reason="compiling CUDA kernels needs a CUDA toolkit and cuda-bindings")
+@pytest.mark.parametrize("conv, layout, precision", [
+    ("direct", "NCHW", "float32"), ("gemm", "NHWC", "float32"), ("winograd", "NCHW", "float32"),
+    ("spatial_pack", "NCHW", "float32"), ("direct", "NCHW", "float16"), ("direct", "NCHW", "int8")])
+def test_cuda_kernels_compile_for_an_h200_without_one(monkeypatch, conv, layout, precision):
+    """Every kernel gets a dlight schedule (Matmul fails on winograd's product, the next rule takes
+    it), and NVRTC — what TVM's CUDA loader JITs with on the GPU — turns them into an sm_90 cubin."""
+    monkeypatch.setenv("CUDA_PATH", _cuda_toolkit())
+    model = fold_batchnorm(_small_convnet())
+    calibration = calibrate_input_scales(model, torch.randn(8, 3, 8, 8)) if precision == "int8" else {}
+    mod, _ = PRECISIONS[precision].lower(to_relax(model, (2, 3, 8, 8)), model, calibration)
+    mod, record = apply_algorithm(mod, {"conv": conv, "layout": layout, "format": "dense"})
+    assert record["convolutions_by_algorithm"] == {conv: 1}
+    target = tvm.target.Target(H200)
+    source = _cuda_module(tvm.compile(mod, target, relax_pipeline=build_pipeline(target)).mod).inspect_source("cuda")
+    cubin = nvcc.compile_cuda(source, target_format="cubin", arch="sm_90")
+    assert cubin[:4] == b"\x7fELF" and int.from_bytes(cubin[18:20], "little") == EM_CUDA
+    assert source.count("__global__") >= 3  # the convolution, the dense layer, the reshape
+
+
 @pytest.mark.skipif(not cuda_status()[0], reason=f"the CUDA path needs an NVIDIA GPU: {cuda_status()[1]}")
 def test_cuda_build_matches_pytorch(tmp_path):
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(), torch.nn.Flatten(),
-                                torch.nn.Linear(8 * 8 * 8, 4)).eval()
+    model = _small_convnet()
     request = BuildRequest(model, {"test": "cuda"}, (3, 8, 8), 2, {"conv": "direct", "layout": "NCHW",
                                                                     "format": "dense"}, UNTUNED,
                            create_device({"device": "cuda", "threads": 0}))

@@ -219,15 +219,30 @@ def _lowering_passes(target: tvm.target.Target) -> list:
     return backend.dataflow_lower_passes(target) + backend.finalize_passes(target)
 
 
+def _declining_on_failure(rule):
+    """``rule`` as a dlight rule that declines (returns None) a function it fails on, so that the
+    next rule schedules it: dlight's Matmul asserts on winograd's batched product with the inverse
+    transform fused after it, where Reduction and Fallback schedule it."""
+    from tvm.s_tir import dlight
+
+    def apply(func, target, tunable):
+        try:
+            return rule.apply(func, target, tunable)
+        except (AssertionError, RUNTIME_ERRORS):
+            return None
+
+    return dlight.ScheduleRule.from_callable(type(rule).__name__)(apply)
+
+
 def _default_schedules(target: tvm.target.Target, scheduled: list[str] | None) -> tvm.transform.Pass:
     """The "untuned" schedule of every function not scheduled yet: the project's own on CPUs,
-    dlight's default GPU rules on CUDA."""
+    dlight's default GPU rules on CUDA (the first that applies; Fallback schedules any function)."""
     if not _is_gpu(target):
         return apply_default_schedules(vector_bits(target), scheduled)
     from tvm.s_tir import dlight
 
-    return dlight.ApplyDefaultSchedule(dlight.gpu.Matmul(), dlight.gpu.GEMV(), dlight.gpu.Reduction(),
-                                       dlight.gpu.GeneralReduction(), dlight.gpu.Fallback())
+    rules = (dlight.gpu.Matmul(), dlight.gpu.GEMV(), dlight.gpu.Reduction(), dlight.gpu.GeneralReduction())
+    return dlight.ApplyDefaultSchedule(*map(_declining_on_failure, rules), dlight.gpu.Fallback())
 
 
 def fuse_operators(mod: tvm.IRModule, target: tvm.target.Target) -> tvm.IRModule:
