@@ -65,7 +65,7 @@ def main() -> None:
     create_device({"device": "host-cpu", "threads": args.threads}).configure_runtime()
     started = time.perf_counter()
     machines = {}
-    for name, (algorithm, software, cache, _) in variants([]).items():
+    for name, (algorithm, software, cache, _) in variants([], []).items():
         if software["compiler"] != "tvm":
             continue
         executable, _ = build(args.model, algorithm, software, cache, False, args.threads)

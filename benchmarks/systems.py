@@ -14,8 +14,8 @@ cache under results/benchmark-cache/systems/ (so that 64 trials per task is not 
 records), and a tuned build is cached: a rerun re-measures every budget already tuned and tunes
 only the new ones. `--budgets` names the budgets to tune in this run (0: none).
 
-    python benchmarks/systems.py [--models resnet18 mobilenet_v2] [--budgets 16 64 256] [--threads 2]
-        [--rounds 5] [--min-time 0.5] [--name systems]
+    python benchmarks/systems.py [--models resnet18 mobilenet_v2] [--budgets 16 64 256]
+        [--algorithms direct winograd] [--threads 2] [--rounds 5] [--min-time 0.5] [--name systems]
 """
 
 from __future__ import annotations
@@ -23,7 +23,9 @@ from __future__ import annotations
 import argparse
 import functools
 import os
+import re
 import time
+from pathlib import Path
 
 import numpy as np
 
@@ -40,19 +42,32 @@ IMAGES = np.random.default_rng(1).standard_normal((4, 3, 32, 32)).astype(np.floa
 UNTUNED = {"compiler": "tvm", "tuning": "untuned", "trials_per_task": 16, "max_trials": 0, "tuning_timeout_s": 0.0}
 
 
-def variants(tune_budgets: list[int]) -> dict[str, tuple[dict, dict, ArtifactCache, bool]]:
-    """name → (algorithm, software, cache, may tune): the peers, TVM untuned (direct and gemm), and
-    TVM tuned at every budget that has a cache (re-measured) or is asked for (tuned now)."""
+def _tuned_cache(conv: str, budget: int) -> Path:
+    """The artifact cache of one algorithm at one budget (direct NCHW's keeps its older name)."""
+    return CACHE / (f"budget-{budget}" if conv == "direct" else f"{conv}-budget-{budget}")
+
+
+def _tuned_before() -> list[tuple[str, int]]:
+    """(algorithm, budget) of every cache a tuned run left."""
+    found = (re.fullmatch(r"(?:(\w+)-)?budget-(\d+)", path.name) for path in CACHE.glob("*budget-*"))
+    return [(match[1] or "direct", int(match[2])) for match in found if match]
+
+
+def variants(tune_budgets: list[int], algorithms: list[str]) -> dict[str, tuple[dict, dict, ArtifactCache, bool]]:
+    """name → (algorithm, software, cache, may tune): the peers, TVM untuned (direct, gemm and the
+    other ``algorithms``), and TVM tuned with every algorithm at every budget that has a cache
+    (re-measured) or is asked for (tuned now), NCHW dense."""
     untuned_cache = ArtifactCache(CACHE / "untuned")
     chosen = {"pytorch eager": (DIRECT, {"compiler": "pytorch"}, untuned_cache, False),
-              "onnxruntime": (DIRECT, {"compiler": "onnxruntime"}, untuned_cache, False),
-              "tvm untuned direct": (DIRECT, UNTUNED, untuned_cache, False),
-              "tvm untuned gemm": ({**DIRECT, "conv": "gemm"}, UNTUNED, untuned_cache, False)}
-    tuned_before = sorted(int(path.name.split("-")[1]) for path in CACHE.glob("budget-*"))
-    for budget in sorted(set(tuned_before) | {b for b in tune_budgets if b > 0}):
+              "onnxruntime": (DIRECT, {"compiler": "onnxruntime"}, untuned_cache, False)}
+    for conv in dict.fromkeys(["direct", "gemm", *algorithms]):
+        chosen[f"tvm untuned {conv}"] = ({**DIRECT, "conv": conv}, UNTUNED, untuned_cache, False)
+    asked = [(conv, budget) for conv in algorithms for budget in tune_budgets if budget > 0]
+    for conv, budget in sorted(set(_tuned_before()) | set(asked), key=lambda pair: (pair[0] != "direct", pair)):
         software = {**UNTUNED, "tuning": "metaschedule", "trials_per_task": budget}
-        chosen[f"tvm tuned {budget}/task"] = (DIRECT, software, ArtifactCache(CACHE / f"budget-{budget}"),
-                                              budget in tune_budgets)
+        name = f"tvm tuned {budget}/task" if conv == "direct" else f"tvm tuned {conv} {budget}/task"
+        chosen[name] = ({**DIRECT, "conv": conv}, software, ArtifactCache(_tuned_cache(conv, budget)),
+                        (conv, budget) in asked)
     return chosen
 
 
@@ -87,6 +102,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2"])
     parser.add_argument("--budgets", nargs="+", type=int, default=[16, 64, 256],
                         help="trials per task to tune in this run (0: tune nothing, re-measure what is tuned)")
+    parser.add_argument("--algorithms", nargs="+", default=["direct"],
+                        help="layer-4 algorithms (NCHW, dense) to tune at the budgets, e.g. direct winograd")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds in which every variant is timed")
     parser.add_argument("--min-time", type=float, default=0.5, help="seconds of timed runs per variant per round")
@@ -103,20 +120,20 @@ def main() -> None:
     for architecture in args.models:
         rows = results["models"][architecture] = {}
         timers = {}
-        for name, (algorithm, software, cache, may_tune) in variants(args.budgets).items():
+        for name, (algorithm, software, cache, may_tune) in variants(args.budgets, args.algorithms).items():
             executable, rows[name] = build(architecture, algorithm, software, cache, may_tune, args.threads)
             timers[name] = functools.partial(executable.time_runs, IMAGES[:1])
         for name, timing in interleaved_ms(timers, args.rounds, args.min_time).items():
             row = rows[name]
             row.update(timing, gflops=2 * row["macs"] / timing["latency_ms"] / 1e6)
             row["percent_of_peak"] = 100 * row["gflops"] / peak["gflops"]
-            print(f"{architecture:<13} {name:<22} {row['latency_ms']:8.2f} ms  {row['gflops']:6.1f} GFLOP/s "
+            print(f"{architecture:<13} {name:<31} {row['latency_ms']:8.2f} ms  {row['gflops']:6.1f} GFLOP/s "
                   f"({row['percent_of_peak']:4.1f}% of peak)  rounds: "
                   + " ".join(f"{ms:.2f}" for ms in row["rounds_ms"]), flush=True)
         reference = rows["onnxruntime"]["latency_ms"]
         for row in rows.values():
             row["vs_onnxruntime"] = row["latency_ms"] / reference
-    results["model"] = "32x32 CIFAR stems, random weights, float32, batch 1, direct NCHW for tuned TVM"
+    results["model"] = "32x32 CIFAR stems, random weights, float32, batch 1, NCHW dense (direct unless named)"
     out = save(args.name, results, args.threads, started)
     for architecture, rows in results["models"].items():
         print(f"{architecture}: " + ", ".join(f"{name} {row['vs_onnxruntime']:.2f}x" for name, row in rows.items())
