@@ -4,8 +4,11 @@ tunes through the RPC runner."""
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import optuna
+import psutil
 import pytest
 import torch
 import tvm
@@ -84,3 +87,20 @@ def test_tuning_measures_candidates_through_the_rpc_runner(tmp_path, tracker):
     with torch.no_grad():
         expected = model(torch.from_numpy(images)).numpy()
     np.testing.assert_allclose(executable.run(images), expected, rtol=1e-4, atol=1e-5)  # run on the board
+
+
+def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:
+    return [p for p in processes if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+
+
+def test_loopback_tracker_leaves_no_process_behind():
+    """The tracker and the server each run their loop in a TVM worker process of their own: those
+    must stop with them, not live on as orphans."""
+    before = {p.pid for p in psutil.Process().children(recursive=True)}
+    with loopback_tracker("dlas-leak-check"):
+        started = [p for p in psutil.Process().children(recursive=True) if p.pid not in before]
+        assert len(started) >= 4  # the two commands and the worker each one serves from
+    deadline = time.monotonic() + 10
+    while _alive(started) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not _alive(started)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -114,14 +115,16 @@ def loopback_tracker(key: str, log: Path | None = None, timeout_s: float = 120) 
     """A tracker and one RPC server (this host as the board) under ``key`` on 127.0.0.1, for tests
     and benchmarks of the remote path; yields the tracker's port (the server's output goes to ``log``)."""
     port, server_port = free_port(), free_port()
+    # Each runs its loop in a TVM PopenWorker child: killing only the parent would orphan that child,
+    # still serving (~1 GB each). A session of their own lets the whole group be stopped.
     processes = [subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
                                    "--port", str(port), "--port-end", str(port + 1)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)]
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
     with open(log or os.devnull, "w") as output:
         processes.append(subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
                                            "--port", str(server_port), "--port-end", str(server_port + 1),
                                            "--tracker", f"127.0.0.1:{port}", "--key", key],
-                                          stdout=output, stderr=subprocess.STDOUT))
+                                          stdout=output, stderr=subprocess.STDOUT, start_new_session=True))
     try:
         deadline = time.monotonic() + timeout_s
         while not tracker_status("127.0.0.1", port, key).usable:
@@ -132,5 +135,6 @@ def loopback_tracker(key: str, log: Path | None = None, timeout_s: float = 120) 
         yield port
     finally:
         for process in processes:
-            process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
             process.wait()
