@@ -7,6 +7,7 @@ import glob
 import importlib.util
 import os
 import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -83,6 +84,30 @@ def test_unreachable_tracker_stops_before_any_work_and_says_what_to_do(project, 
                   "DLAS_RPC_TRACKER", "--hardware host-cpu"):
         assert words in message
     assert not (tmp_path / "cache").exists()  # no dataset, training or build was started
+
+
+THREAD_COUNTS = textwrap.dedent("""\
+    import sys, tvm
+    from dlas_dse.stack.hardware import create_device
+    for threads in map(int, sys.argv[1:]):
+        create_device({"device": "host-cpu", "threads": threads}).configure_runtime()
+        print(tvm.get_global_func("runtime.NumThreads")())
+    """)
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="needs two cores")
+def test_the_runtime_runs_the_threads_asked_for_or_the_device_says_why():
+    """TVM sizes its thread pool once per process and silently runs fewer threads beyond that size:
+    a device asked for more must fail, not measure fewer threads than the trial records."""
+    def run(*threads):
+        return subprocess.run([sys.executable, "-c", THREAD_COUNTS, *map(str, threads)], capture_output=True,
+                              text=True, timeout=120, env={k: v for k, v in os.environ.items() if k != "TVM_NUM_THREADS"})
+    fewer_later = run(2, 1, 2)
+    assert fewer_later.returncode == 0, fewer_later.stderr
+    assert fewer_later.stdout.split() == ["2", "1", "2"]
+    more_later = run(1, 2)
+    assert more_later.returncode == 1 and more_later.stdout.split() == ["1"]
+    assert "this process runs TVM kernels on 1 thread(s), not the 2 asked for" in more_later.stderr
 
 
 def test_hardware_override_runs_the_edge_space_on_this_machine(monkeypatch):

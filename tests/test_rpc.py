@@ -4,6 +4,7 @@ tunes through the RPC runner."""
 
 from __future__ import annotations
 
+import gc
 import time
 
 import numpy as np
@@ -18,7 +19,7 @@ from dlas_dse.cache import ArtifactCache
 from dlas_dse.stack.compiler import BuildRequest, compile_model
 from dlas_dse.stack.hardware import HOST_CORES, RemoteBoard
 from dlas_dse.stack.measurement import measure_latency
-from dlas_dse.stack.remote import loopback_tracker
+from dlas_dse.stack.remote import RemoteSession, loopback_tracker
 from test_tuning import TUNED, Tiny
 
 pytestmark = pytest.mark.slow
@@ -87,6 +88,18 @@ def test_tuning_measures_candidates_through_the_rpc_runner(tmp_path, tracker):
     with torch.no_grad():
         expected = model(torch.from_numpy(images)).numpy()
     np.testing.assert_allclose(executable.run(images), expected, rtol=1e-4, atol=1e-5)  # run on the board
+
+
+def test_a_board_runs_the_threads_a_trial_asks_for(tracker):
+    """Every core of the loopback board is usable (TVM would run half of an x86 CPU's by default),
+    and a thread count beyond the board's pool fails with what to do, not a slower measurement."""
+    port, _ = tracker
+    gc.collect()  # earlier tests' sessions (held in reference cycles) give the board back
+    session = RemoteSession("127.0.0.1", port, KEY, HOST_CORES, timeout_s=60)
+    assert session.session.get_function("runtime.NumThreads")() == HOST_CORES
+    del session  # frees the board for the next request
+    with pytest.raises(RuntimeError, match=f"runs TVM kernels on {HOST_CORES} thread.*TVM_NUM_THREADS"):
+        RemoteSession("127.0.0.1", port, KEY, HOST_CORES + 1, timeout_s=60)
 
 
 def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:

@@ -20,6 +20,7 @@ import tvm
 from dlas_dse.cache import ArtifactCache
 from dlas_dse.files import ConfigError, project_root, read_yaml, unknown_field
 from dlas_dse.registry import DEVICES, Param, PreflightError, Rule
+from dlas_dse.stack.measurement import set_runtime_threads
 from dlas_dse.stack.peak import cpu_peak
 from dlas_dse.stack.remote import RemoteSession, how_to_start, parse_address, tracker_address, tracker_status
 
@@ -45,9 +46,12 @@ class Device:
         return tvm.target.Target(self.target)
 
     def configure_runtime(self) -> None:
-        """Apply this trial's thread count to the runtime (local devices: this process)."""
+        """Apply this trial's thread count to the runtime (local devices: this process, and through
+        TVM_NUM_THREADS the processes it starts, e.g. MetaSchedule's runners); checked."""
         os.environ["TVM_NUM_THREADS"] = str(self.threads)
-        tvm.get_global_func("runtime.config_threadpool")(1, self.threads)
+        set_runtime_threads(tvm.get_global_func, self.threads, "this process",
+                            "Configure the device before anything runs a TVM kernel in the process, or "
+                            "measure a larger thread count in a new process.")
 
     def export_library(self, executable: tvm.runtime.Executable, path: Path) -> None:
         """Write ``executable`` as a shared library this device can load."""

@@ -1,9 +1,10 @@
-"""The latency protocol shared by every runner: warm-up, repeat until enough time, robust stats."""
+"""The latency protocol shared by every runner: the thread count, warm-up, repeat until enough
+time, robust stats."""
 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Callable
+from typing import Any, Callable
 
 import time
 
@@ -48,3 +49,15 @@ def measure_latency(time_runs: Callable[[int], list[float]], warmup_runs: int, m
     q1, q3 = np.percentile(ms, [25, 75])
     return LatencyStats(float(np.median(ms)), float(q3 - q1), float(ms.mean()), float(ms.min()),
                         float(ms.max()), len(ms), warmup_runs, cooldown_s)
+
+
+def set_runtime_threads(get_function: Callable[[str], Any], threads: int, where: str, remedy: str) -> None:
+    """Run TVM's kernels on ``threads`` threads, through ``get_function`` (this process's global
+    functions or a board's), and check that they do: TVM sizes its thread pool once per process, at
+    first use (from TVM_NUM_THREADS, else half the cores of an x86 CPU), and silently runs fewer
+    threads than asked beyond that size. Raises RuntimeError naming ``where`` and the ``remedy``."""
+    get_function("runtime.config_threadpool")(1, threads)
+    running = get_function("runtime.NumThreads")()
+    if running != threads:
+        raise RuntimeError(f"{where} runs TVM kernels on {running} thread(s), not the {threads} asked for: "
+                           f"TVM sized its thread pool at first use to fewer threads. {remedy}")

@@ -21,6 +21,8 @@ from typing import Iterator
 import tvm
 from tvm import rpc
 
+from dlas_dse.stack.measurement import set_runtime_threads
+
 TRACKER_VARIABLE = "DLAS_RPC_TRACKER"
 """``host:port`` of the tracker, overriding every catalogue entry's ``tracker``."""
 CONNECT_TIMEOUT_S = 3.0
@@ -82,7 +84,7 @@ def how_to_start(device: str, key: str, host: str, port: int, target: dict) -> s
     return (f"  1. on a machine the boards and this host can reach, start a tracker:\n"
             f"       python -m tvm.exec.rpc_tracker --host 0.0.0.0 --port {port}\n"
             f"  2. on each board ({target.get('mtriple', target.get('kind'))}), with apache-tvm's runtime installed:\n"
-            f"       python -m tvm.exec.rpc_server --tracker {host}:{port} --key {key}\n"
+            f"       TVM_NUM_THREADS=<its cores> python -m tvm.exec.rpc_server --tracker {host}:{port} --key {key}\n"
             f"  3. point dlas-dse at the tracker if it is not at {host}:{port}: {TRACKER_VARIABLE}=HOST:PORT\n"
             f"  or run the same space on this machine instead: add --hardware host-cpu\n"
             f"  (the catalogue entry {device!r} is in search_spaces/hardware.yaml)")
@@ -94,7 +96,10 @@ class RemoteSession:
     def __init__(self, host: str, port: int, key: str, threads: int, timeout_s: float):
         self.session = rpc.connect_tracker(host, port).request(key, priority=1, session_timeout=int(timeout_s))
         self.device = self.session.cpu(0)
-        self.session.get_function("runtime.config_threadpool")(1, threads)
+        set_runtime_threads(self.session.get_function, threads, f"the board under key {key!r}",
+                            "Start its RPC server with TVM_NUM_THREADS set to the board's core count "
+                            "(TVM_NUM_THREADS=N python -m tvm.exec.rpc_server ...), or ask for at most "
+                            "as many threads as it runs.")
 
     def load(self, library: Path) -> tvm.runtime.Module:
         """Upload ``library`` (a shared object built for the board) and load it there."""
@@ -112,8 +117,9 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def loopback_tracker(key: str, log: Path | None = None, timeout_s: float = 120) -> Iterator[int]:
-    """A tracker and one RPC server (this host as the board) under ``key`` on 127.0.0.1, for tests
-    and benchmarks of the remote path; yields the tracker's port (the server's output goes to ``log``)."""
+    """A tracker and one RPC server (this host as the board, every core usable) under ``key`` on
+    127.0.0.1, for tests and benchmarks of the remote path; yields the tracker's port (the server's
+    output goes to ``log``)."""
     port, server_port = free_port(), free_port()
     # Each runs its loop in a TVM PopenWorker child: killing only the parent would orphan that child,
     # still serving (~1 GB each). A session of their own lets the whole group be stopped.
@@ -124,7 +130,8 @@ def loopback_tracker(key: str, log: Path | None = None, timeout_s: float = 120) 
         processes.append(subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
                                            "--port", str(server_port), "--port-end", str(server_port + 1),
                                            "--tracker", f"127.0.0.1:{port}", "--key", key],
-                                          stdout=output, stderr=subprocess.STDOUT, start_new_session=True))
+                                          stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
+                                          env={**os.environ, "TVM_NUM_THREADS": str(os.cpu_count())}))
     try:
         deadline = time.monotonic() + timeout_s
         while not tracker_status("127.0.0.1", port, key).usable:
