@@ -1,6 +1,7 @@
-"""What MetaSchedule's build processes run. Every such process imports this module when it starts,
-so it imports TVM (which loads PyTorch itself) and nothing of the stack: ``dlas_dse.stack`` would
-add its registries, torchvision and scikit-learn, ~4 s per process on this machine."""
+"""What MetaSchedule's build and RPC runner processes run. Every such process imports this module
+when it starts, so it imports TVM (which loads PyTorch itself) and nothing of the stack:
+``dlas_dse.stack`` would add its registries, torchvision and scikit-learn, ~4 s per process on this
+machine."""
 
 from __future__ import annotations
 
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Iterator
 
 import tvm
+from tvm import rpc
 from tvm.s_tir.meta_schedule.builder import local_builder
+from tvm.s_tir.meta_schedule.runner import rpc_runner
 
 
 @contextlib.contextmanager
@@ -58,3 +61,11 @@ def export_with(compiler: str, module: tvm.runtime.Module) -> str:
 def build_candidate(arguments: tuple) -> str:
     """Build and export one candidate (MetaSchedule's own build step); returns the artifact's path."""
     return local_builder._worker_func(*arguments)
+
+
+def board_session(threads: int, config: rpc_runner.RPCConfig) -> rpc.RPCSession:
+    """A session for MetaSchedule's RPC runner whose board runs the trial's ``threads`` (its
+    default session leaves the board's whole thread pool, unlike the trial's own session)."""
+    session = rpc_runner.default_create_session(config)
+    session.get_function("runtime.config_threadpool")(1, threads)
+    return session

@@ -14,7 +14,9 @@ import pytest
 import torch
 import tvm
 from tvm import relax
+from tvm.s_tir import meta_schedule as ms
 
+from dlas_dse.build_workers import board_session
 from dlas_dse.cache import ArtifactCache
 from dlas_dse.stack.compiler import BuildRequest, compile_model
 from dlas_dse.stack.hardware import HOST_CORES, RemoteBoard
@@ -100,6 +102,14 @@ def test_a_board_runs_the_threads_a_trial_asks_for(tracker):
     del session  # frees the board for the next request
     with pytest.raises(RuntimeError, match=f"runs TVM kernels on {HOST_CORES} thread.*TVM_NUM_THREADS"):
         RemoteSession("127.0.0.1", port, KEY, HOST_CORES + 1, timeout_s=60)
+
+
+@pytest.mark.skipif(HOST_CORES < 2, reason="a one-core board runs one thread whatever is asked")
+def test_the_rpc_runner_times_candidates_at_the_trials_threads(tracker):
+    port, _ = tracker
+    gc.collect()  # earlier tests' sessions give the board back
+    session = board_session(1, ms.runner.RPCConfig("127.0.0.1", port, KEY, session_timeout_sec=60))
+    assert session.get_function("runtime.NumThreads")() == 1  # the board's pool has every core
 
 
 def _alive(processes: list[psutil.Process]) -> list[psutil.Process]:

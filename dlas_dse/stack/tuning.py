@@ -27,7 +27,7 @@ from tvm.s_tir import meta_schedule as ms
 from tvm.s_tir.meta_schedule.builder import local_builder
 from tvm.support.popen_pool import PopenPoolExecutor, StatusKind
 
-from dlas_dse.build_workers import build_candidate, export_with, load_tensor_intrinsics
+from dlas_dse.build_workers import board_session, build_candidate, export_with, load_tensor_intrinsics
 from dlas_dse.cache import ArtifactCache, content_key
 from dlas_dse.stack.algorithms.schedule import fuse_operators, schedule_with_defaults, vector_bits
 from dlas_dse.stack.hardware import Device, RemoteBoard
@@ -179,7 +179,8 @@ def _measurement(device: Device) -> tuple[PooledBuilder, ms.runner.Runner]:
     if isinstance(device, RemoteBoard):
         host, port = device.tracker
         config = ms.runner.RPCConfig(host, port, device.details["key"], session_timeout_sec=120)
-        return builder, ms.runner.RPCRunner(config, max_workers=1)
+        return builder, ms.runner.RPCRunner(config, max_workers=1,
+                                            f_create_session=functools.partial(board_session, device.threads))
     return builder, ms.runner.LocalRunner(timeout_sec=120)
 
 
