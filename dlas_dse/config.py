@@ -40,7 +40,14 @@ SETTINGS: dict[str, dict[str, Param]] = {
         "warmup_runs": Param(int, default=2, low=0, help="untimed runs before measuring"),
         "min_repeats": Param(int, default=5, low=1, help="fewest timed runs"),
         "max_repeats": Param(int, default=200, low=1, help="most timed runs"),
-        "min_time_s": Param(float, default=1.0, low=0.0, help="keep timing until this much time"),
+        "min_time_s": Param(float, default=1.0, low=0.0, help="timed seconds, split over the rounds"),
+        "rounds": Param(int, default=5, low=1, high=1000,
+                        help="timed windows; the latency is the most repeatable statistic over them"),
+        "max_interference": Param(float, default=0.25, low=0.0,
+                                  help="a window in which other processes used more CPU than this "
+                                       "(cores' worth, 1.0 = one busy core) is discarded and retimed"),
+        "max_discarded": Param(int, default=10, low=0,
+                               help="busy windows retimed at most; beyond, the measurement is flagged noisy"),
         "cooldown_s": Param(float, default=0.0, low=0.0, help="idle seconds before warming up"),
         "cpu_affinity": Param(str, default="compact", choices=("compact", "none"),
                               help="compact: a local-CPU trial measures on its first `threads` cores only; "

@@ -13,6 +13,7 @@ import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -28,6 +29,7 @@ from dlas_dse.stack import algorithms
 from dlas_dse.stack.algorithms import apply_algorithm, build_pipeline
 from dlas_dse.stack.datasets import Dataset
 from dlas_dse.stack.hardware import Device
+from dlas_dse.stack.measurement import CpuTimes, local_counters
 from dlas_dse.stack.precision import PRECISIONS
 from dlas_dse.stack.relax_util import visit_functions
 from dlas_dse.stack.tuning import TuningBudget, TuningDatabase, tune
@@ -45,6 +47,11 @@ class Executable(ABC):
     @abstractmethod
     def time_runs(self, batch: np.ndarray, count: int) -> list[float]:
         """Run ``count`` times on ``batch``; seconds of each run."""
+
+    def cpu_counters(self) -> Callable[[], CpuTimes] | None:
+        """The CPU counters of the machine the runs execute on (None: unknown), for the
+        measurement's interference check."""
+        return local_counters()
 
 
 @dataclass
@@ -91,6 +98,10 @@ class TVMExecutable(Executable):
     def run(self, batch: np.ndarray) -> np.ndarray:
         vm, device = self._loaded()
         return vm["main"](self._input(batch, device)).numpy().astype(np.float32)
+
+    def cpu_counters(self) -> Callable[[], CpuTimes] | None:
+        self._loaded()
+        return self._target_device.cpu_counters()
 
     def time_runs(self, batch: np.ndarray, count: int) -> list[float]:
         vm, device = self._loaded()

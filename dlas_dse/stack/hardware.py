@@ -20,7 +20,7 @@ import tvm
 from dlas_dse.cache import ArtifactCache
 from dlas_dse.files import ConfigError, project_root, read_yaml, unknown_field
 from dlas_dse.registry import DEVICES, Param, PreflightError, Rule
-from dlas_dse.stack.measurement import set_runtime_threads
+from dlas_dse.stack.measurement import CpuTimes, local_counters, set_runtime_threads
 from dlas_dse.stack.peak import cpu_peak
 from dlas_dse.stack.remote import RemoteSession, how_to_start, parse_address, tracker_address, tracker_status
 
@@ -73,6 +73,11 @@ class Device:
             return {"gflops": self.stated_peak_gflops, "method": "stated in the hardware catalogue"}
         return None
 
+    def cpu_counters(self) -> Callable[[], CpuTimes] | None:
+        """The CPU counters of the machine that runs this device's kernels (the measurement's
+        interference check), or None where they cannot be read."""
+        return local_counters()
+
     def status(self) -> tuple[bool, str]:
         """Whether the device can be used now, and what was checked."""
         return True, "this process"
@@ -90,7 +95,9 @@ class LocalCPU(Device):
         return cores
 
     def peak(self, cache: ArtifactCache, measure: bool = True) -> dict | None:
-        return super().peak(cache) or cpu_peak(cache, self.description, self.threads, measure)
+        if measure:
+            self.configure_runtime()  # measured at the device's threads, for its target
+        return super().peak(cache) or cpu_peak(cache, self.description, self.threads, measure, self.target)
 
     def status(self) -> tuple[bool, str]:
         return True, f"{self.cores} cores, -mcpu {self.target.get('mcpu')}"
@@ -134,6 +141,12 @@ class RemoteBoard(Device):
             self._session = RemoteSession(host, port, self.details["key"], self.threads,
                                           self.details.get("session_timeout_s", 3600))
         return self._session.load(library), self._session.device
+
+    def cpu_counters(self) -> Callable[[], CpuTimes] | None:
+        """The board's counters, read on the board (needs a loaded library: a session)."""
+        if self._session is None:
+            raise RuntimeError("the board's counters are read through its session: load a library first")
+        return self._session.cpu_counters(self.details.get("cross_compiler"))
 
     def status(self) -> tuple[bool, str]:
         host, port = self.tracker

@@ -13,19 +13,22 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import tvm
 from tvm import rpc
 
-from dlas_dse.stack.measurement import set_runtime_threads
+from dlas_dse.stack.measurement import CpuTimes, set_runtime_threads
 
 TRACKER_VARIABLE = "DLAS_RPC_TRACKER"
 """``host:port`` of the tracker, overriding every catalogue entry's ``tracker``."""
 CONNECT_TIMEOUT_S = 3.0
+COUNTERS_SOURCE = Path(__file__).with_name("cpu_counters.c")
+"""The board-side CPU counters (a TVM FFI function in C), built for each board it is used on."""
 
 
 def parse_address(text: str) -> tuple[str, int]:
@@ -106,6 +109,23 @@ class RemoteSession:
         remote_name = f"{library.parent.name}-{library.name}"  # the build key keeps names apart
         self.session.upload(str(library), remote_name)
         return self.session.load_module(remote_name)
+
+    def cpu_counters(self, compiler: str | None) -> Callable[[], CpuTimes]:
+        """The board's CPU counters, read on the board: :data:`COUNTERS_SOURCE` compiled with
+        ``compiler`` (the board's cross compiler; None: this host's), uploaded and loaded there."""
+        with tempfile.TemporaryDirectory() as folder:
+            library = Path(folder) / "dlas-cpu-counters.so"
+            tvm.support.cc.create_shared(str(library), [str(COUNTERS_SOURCE)], options=["-O2"], cc=compiler)
+            counter = self.load(library).get_function("dlas_cpu_counter", query_imports=True)
+        ticks_per_s = float(counter(3))
+
+        def read() -> CpuTimes:
+            busy, steal, own, clock_ns = (counter(which) for which in (0, 1, 2, 4))
+            if min(busy, steal, own) < 0:
+                raise RuntimeError("the board's /proc/stat or /proc/self/stat could not be read")
+            return CpuTimes(busy / ticks_per_s, steal / ticks_per_s, own / ticks_per_s, clock_ns / 1e9)
+
+        return read
 
 
 def free_port() -> int:
