@@ -1,23 +1,34 @@
-"""Repeatability of the measurement protocol on host-cpu, local vs through RPC on loopback.
+"""Repeatability of the latency protocol on host-cpu: the old protocol and the new one side by side.
 
 Three artifacts (untuned TVM, random weights, 32×32 CIFAR stems, batch 1): resnet18 direct,
-resnet18 gemm, mobilenet_v2 direct. Each is measured 10 times with the trials' protocol
-(`dlas_dse/stack/measurement.py`: warm-up, repeats until a minimum time, median) in this process
-and 10 times on a board reached through a real TVM RPC tracker on 127.0.0.1 (this host as the
-board), alternating local and remote, at each thread count in turn (largest first). Reported per thread count,
-artifact and path: the median of the 10 medians, their spread (IQR / median, and (max - min) /
-median) and the mean within-measurement IQR / median; and the remote/local ratio of the medians.
+resnet18 gemm, mobilenet_v2 direct. Each is measured ``--repeats`` times with each protocol,
+alternating (artifact by artifact, old then new), in two conditions:
 
-    python benchmarks/measurement.py [--repeats 10] [--threads 1 2] [--min-time 1.0]
+- ``as-is``: the machine as it is;
+- ``load``: while this script runs its own bounded background load — one process busy on one core,
+  switching on and off at random intervals (0.2-2 s each), stopped by the script.
+
+Protocols: ``old`` is the trials' protocol before interference checks (one window of
+``--min-time`` seconds after warm-up, median of its runs, no check); ``new`` is
+`dlas_dse/stack/measurement.py` as trials use it (rounds, busy windows discarded and retimed,
+every candidate statistic recorded). Reported per condition, artifact and protocol/statistic: the
+median of the figures, their IQR / median, the re-measurement MAPE (mean |next - this| / this over
+consecutive figures) and the seconds each measurement took; and which statistic is the most
+repeatable (the one trials should use).
+
+    python benchmarks/measurement.py [--repeats 20] [--threads 2] [--min-time 1.0] [--conditions as-is load]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
-import tempfile
+import subprocess
+import sys
 import time
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
@@ -25,22 +36,32 @@ from common import ROOT, random_model, save
 
 from dlas_dse.cache import ArtifactCache  # noqa: E402
 from dlas_dse.stack.compiler import BuildRequest, TVMExecutable, compile_model  # noqa: E402
-from dlas_dse.stack.hardware import RemoteBoard, create_device  # noqa: E402
-from dlas_dse.stack.measurement import measure_latency  # noqa: E402
-from dlas_dse.stack.remote import loopback_tracker  # noqa: E402
+from dlas_dse.stack.hardware import create_device  # noqa: E402
+from dlas_dse.stack.measurement import STATISTICS, local_counters, measure_latency  # noqa: E402
 
 ARTIFACTS = {"resnet18 direct": ("resnet18", "direct"), "resnet18 gemm": ("resnet18", "gemm"),
              "mobilenet_v2 direct": ("mobilenet_v2", "direct")}
 UNTUNED = {"compiler": "tvm", "tuning": "untuned", "trials_per_task": 16, "max_trials": 0, "tuning_timeout_s": 0.0}
-KEY = "dlas-measurement-benchmark"
+LOAD_SCRIPT = """
+import os, random, sys, time
+os.sched_setaffinity(0, {int(sys.argv[1])})
+random.seed(int(sys.argv[2]))
+while True:
+    busy_until = time.monotonic() + random.uniform(0.2, 2.0)
+    while time.monotonic() < busy_until:
+        pass
+    time.sleep(random.uniform(0.2, 2.0))
+"""
 
 
 def spread(values: list[float]) -> dict:
-    """Median, IQR / median and (max - min) / median of ``values``."""
-    median = float(np.median(values))
-    q1, q3 = np.percentile(values, [25, 75])
-    return {"median_ms": median, "iqr_over_median": float((q3 - q1) / median),
-            "range_over_median": float((max(values) - min(values)) / median)}
+    """Median, IQR / median and re-measurement MAPE of successive figures ``values``."""
+    figures = np.asarray(values)
+    median = float(np.median(figures))
+    q1, q3 = np.percentile(figures, [25, 75])
+    mape = float(np.mean(np.abs(np.diff(figures)) / figures[:-1])) if len(figures) > 1 else 0.0
+    return {"median_ms": median, "iqr_over_median": float((q3 - q1) / median), "remeasure_mape": mape,
+            "figures_ms": [float(v) for v in figures]}
 
 
 def build_artifacts(host) -> dict[str, Path]:
@@ -54,49 +75,79 @@ def build_artifacts(host) -> dict[str, Path]:
     return libraries
 
 
-def measure_paths(libraries: dict[str, Path], threads: int, port: int, protocol: dict, repeats: int) -> dict:
-    """Measure every artifact ``repeats`` times locally and through RPC at ``threads`` threads."""
-    host = create_device({"device": "host-cpu", "threads": threads})
-    host.configure_runtime()
-    board = RemoteBoard("loopback", host.target, threads, "this host through RPC", host.cores,
-                        {"kind": "rpc", "tracker": f"127.0.0.1:{port}", "key": KEY})
+@contextlib.contextmanager
+def background_load(enabled: bool) -> Iterator[None]:
+    """One process busy on the last core, on and off at random intervals, while the block runs."""
+    if not enabled:
+        yield
+        return
+    core = max(os.sched_getaffinity(0))
+    process = subprocess.Popen([sys.executable, "-c", LOAD_SCRIPT, str(core), "0"])
+    try:
+        yield
+    finally:
+        process.kill()
+        process.wait()
+
+
+def measure_condition(libraries: dict[str, Path], host, protocols: dict, repeats: int) -> dict:
+    """Every artifact measured ``repeats`` times with each protocol, alternating."""
     image = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
     results = {}
     for name, library in libraries.items():
-        executables = {"local": TVMExecutable(library, host, 1, "float32"),
-                       "rpc": TVMExecutable(library, board, 1, "float32")}
-        runs: dict = {path: [] for path in executables}
+        executable = TVMExecutable(library, host, 1, "float32")
+        measured: dict[str, list] = {protocol: [] for protocol in protocols}
         for _ in range(repeats):
-            for path, executable in executables.items():  # alternate: drift hits both paths alike
-                runs[path].append(measure_latency(lambda n: executable.time_runs(image, n), **protocol))
-        row = results[name] = {}
-        for path, stats in runs.items():
-            row[path] = {**spread([s.median_ms for s in stats]), "medians_ms": [s.median_ms for s in stats],
-                         "within_iqr_over_median": float(np.mean([s.iqr_ms / s.median_ms for s in stats])),
-                         "runs_per_measurement": float(np.mean([s.runs for s in stats]))}
-        row["rpc_over_local"] = row["rpc"]["median_ms"] / row["local"]["median_ms"]
-        print(f"{threads} thread(s)  {name:<20} " + "  ".join(
-            f"{path} {row[path]['median_ms']:7.2f} ms (IQR/median {100 * row[path]['iqr_over_median']:4.1f}%, "
-            f"range/median {100 * row[path]['range_over_median']:4.1f}%)" for path in runs)
-            + f"  rpc/local {row['rpc_over_local']:.3f}", flush=True)
+            for protocol, settings in protocols.items():
+                measured[protocol].append(measure_latency(lambda n: executable.time_runs(image, n), **settings))
+        old, new = measured["old"], measured["new"]
+        row = results[name] = {
+            "old": {**spread([s.statistics["median"] for s in old]), "seconds": float(np.mean([s.seconds for s in old]))},
+            "new": {statistic: spread([s.statistics[statistic] for s in new]) for statistic in STATISTICS},
+            "new_seconds": float(np.mean([s.seconds for s in new])),
+            "new_discarded_windows": int(sum(len(s.discarded) for s in new)),
+            "new_noisy_measurements": int(sum(s.noisy for s in new)),
+            "new_interference_kept": [max((i or 0.0) for i in s.interference) for s in new],
+        }
+        best = min(STATISTICS, key=lambda statistic: row["new"][statistic]["iqr_over_median"])
+        print(f"  {name:<20} old {row['old']['median_ms']:7.2f} ms IQR/median {100 * row['old']['iqr_over_median']:5.1f}% "
+              f"MAPE {100 * row['old']['remeasure_mape']:5.1f}% ({row['old']['seconds']:.1f} s) | new "
+              + "  ".join(f"{statistic} {100 * row['new'][statistic]['iqr_over_median']:4.1f}%/"
+                          f"{100 * row['new'][statistic]['remeasure_mape']:4.1f}%" for statistic in STATISTICS)
+              + f" ({row['new_seconds']:.1f} s, {row['new_discarded_windows']} discarded, "
+                f"{row['new_noisy_measurements']} noisy; most repeatable: {best})", flush=True)
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--repeats", type=int, default=10, help="measurements per artifact and path")
-    parser.add_argument("--threads", type=int, nargs="+", default=sorted({1, os.cpu_count()}),
-                        help="thread counts, measured one after the other")
-    parser.add_argument("--min-time", type=float, default=1.0, help="seconds of timed runs per measurement")
+    parser.add_argument("--repeats", type=int, default=20, help="measurements per artifact and protocol")
+    parser.add_argument("--threads", type=int, default=os.cpu_count(), help="runtime threads")
+    parser.add_argument("--min-time", type=float, default=1.0, help="timed seconds per measurement")
+    parser.add_argument("--conditions", nargs="+", default=["as-is", "load"], choices=["as-is", "load"])
+    parser.add_argument("--name", default="measurement", help="results file name")
     args = parser.parse_args()
     started = time.perf_counter()
-    libraries = build_artifacts(create_device({"device": "host-cpu", "threads": max(args.threads)}))
-    protocol = {"warmup_runs": 2, "min_repeats": 5, "max_repeats": 2000, "min_time_s": args.min_time}
-    results: dict = {"protocol": protocol, "by_threads": {}}
-    with tempfile.TemporaryDirectory() as folder, loopback_tracker(KEY, Path(folder) / "server.log") as port:
-        for threads in sorted(set(args.threads), reverse=True):  # TVM sizes its pool at first use: largest first
-            results["by_threads"][str(threads)] = measure_paths(libraries, threads, port, protocol, args.repeats)
-    out = save("measurement", results, max(args.threads), started)
+    host = create_device({"device": "host-cpu", "threads": args.threads})
+    host.configure_runtime()
+    libraries = build_artifacts(host)
+    common = {"warmup_runs": 2, "min_repeats": 5, "max_repeats": 2000, "min_time_s": args.min_time}
+    protocols = {"old": {**common, "rounds": 1, "max_discarded": 0, "counters": None},
+                 "new": {**common, "counters": local_counters()}}
+    results: dict = {"protocols": {name: {k: v for k, v in settings.items() if k != "counters"}
+                                   for name, settings in protocols.items()}, "by_condition": {}}
+    for condition in args.conditions:
+        print(f"{condition} ({args.threads} threads):", flush=True)
+        with background_load(condition == "load"):
+            results["by_condition"][condition] = measure_condition(libraries, host, protocols, args.repeats)
+    rank = {statistic: float(np.mean([row["new"][statistic]["iqr_over_median"]
+                                      for rows in results["by_condition"].values() for row in rows.values()]))
+            for statistic in STATISTICS}
+    results["mean_iqr_over_median_by_statistic"] = rank
+    results["most_repeatable_statistic"] = min(rank, key=rank.get)
+    print("mean IQR/median by statistic: " + ", ".join(f"{s} {100 * v:.1f}%" for s, v in rank.items())
+          + f" -> {results['most_repeatable_statistic']}")
+    out = save(args.name, results, args.threads, started)
     print(f"saved {out.relative_to(ROOT)}")
 
 

@@ -9,6 +9,7 @@ import sys
 from dlas_dse.surrogate import commands as surrogate_commands
 
 DATA_DIR_VARIABLE = "DLAS_DATA_DIR"
+REMEASURE_ROUNDS = 10
 
 EXAMPLES = """\
 examples:
@@ -16,6 +17,7 @@ examples:
   python -m dlas_dse optimize --study quickstart       run (or resume) a study
   python -m dlas_dse optimize --study quickstart --n-trials 20 --sampler tpe
   python -m dlas_dse show --study quickstart           trials and the Pareto front
+  python -m dlas_dse remeasure --study quickstart      re-time the front side by side (confirmed latencies)
   python -m dlas_dse report --study quickstart         CSV/Parquet, Pareto plots, importances, observations
   python -m dlas_dse dashboard --study quickstart      the Optuna dashboard in your browser
   python -m dlas_dse surrogate train --study dlas-paper-mini     an XGBoost latency model of the trials
@@ -76,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     optimize.add_argument("--hardware", metavar="DEVICE", help="run the space on this device instead of the one it "
                           "names (a name from `python -m dlas_dse devices`, e.g. host-cpu)")
     optimize.add_argument("--no-progress", action="store_true", help="no progress bar (one line per trial only)")
+    optimize.add_argument("--no-remeasure", action="store_true",
+                          help="do not re-time the Pareto front when the study finishes (see `remeasure`)")
 
     grid = commands.add_parser(
         "grid", help="run every valid point of a study's space exactly once (or plan it with --dry-run)",
@@ -90,6 +94,8 @@ def _parser() -> argparse.ArgumentParser:
     grid.add_argument("--storage", help="SQLAlchemy URL (default: the study's)")
     grid.add_argument("--data-dir", help=f"folder holding the datasets (default: ${DATA_DIR_VARIABLE} or ./data)")
     grid.add_argument("--no-progress", action="store_true", help="no progress bar (one line per trial only)")
+    grid.add_argument("--no-remeasure", action="store_true",
+                          help="do not re-time the Pareto front when the study finishes (see `remeasure`)")
 
     worker = commands.add_parser(
         "worker", help="join a study in a shared storage and run its trials until none is left",
@@ -103,6 +109,21 @@ def _parser() -> argparse.ArgumentParser:
                         "postgresql://user@dbhost/dlas")
     worker.add_argument("--data-dir", help=f"folder holding the datasets (default: ${DATA_DIR_VARIABLE} or ./data)")
     worker.add_argument("--no-progress", action="store_true", help="no progress bar (one line per trial only)")
+
+    remeasure = commands.add_parser(
+        "remeasure", help="re-time the Pareto front (or every trial) side by side: confirmed latencies",
+        description="Time the trials on the study's Pareto front, and every trial within 5% of it, again in "
+                    "alternating rounds in one process (each round one interference-checked window per trial), "
+                    "and store each one's confirmed latency (median of the rounds) with a 95% bootstrap interval. "
+                    "show, report and the observations use confirmed figures where present. Resumable (rounds are "
+                    "stored as they finish) and idempotent: a confirmed trial is not timed again. optimize and grid "
+                    "run it on the front when they finish (--no-remeasure skips that).")
+    _study_arguments(remeasure)
+    scope = remeasure.add_mutually_exclusive_group()
+    scope.add_argument("--front", action="store_true", help="the front and trials within 5%% of it (default)")
+    scope.add_argument("--all", action="store_true", help="every complete trial")
+    remeasure.add_argument("--rounds", type=_positive(int), default=REMEASURE_ROUNDS,
+                           help=f"rounds per trial (default: {REMEASURE_ROUNDS})")
 
     show = commands.add_parser("show", help="print a study's trials and Pareto front")
     _study_arguments(show)
@@ -157,6 +178,7 @@ def _optimize(args: argparse.Namespace) -> int:
           f"storage {args.storage or config.storage}")
     study = run_study(config, n_trials=args.n_trials, storage_url=args.storage, sampler=args.sampler,
                       timeout_s=args.timeout, progress=not args.no_progress)
+    _confirm_front(config, study, args)
     print()
     print(describe_study(study))
     return 0
@@ -185,6 +207,7 @@ def _grid(args: argparse.Namespace) -> int:
     if args.storage:
         check_storage_url(args.storage, "command line", "--storage")
     study = run_study(config, storage_url=args.storage, sampler="grid", progress=not args.no_progress)
+    _confirm_front(config, study, args)
     print()
     print(describe_study(study))
     return 0
@@ -200,6 +223,29 @@ def _worker(args: argparse.Namespace) -> int:
     study = run_study(config, storage_url=args.storage, progress=not args.no_progress)
     print(f"worker done: {sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == 'COMPLETE')} "
           "trials of the study are complete")
+    return 0
+
+
+def _confirm_front(config, study, args: argparse.Namespace) -> None:
+    """At the end of optimize/grid: re-time the front side by side, unless --no-remeasure."""
+    from dlas_dse.remeasure import remeasure
+
+    if not args.no_remeasure and "latency_ms" in config.objectives:
+        remeasure(config, study, REMEASURE_ROUNDS)
+
+
+def _remeasure(args: argparse.Namespace) -> int:
+    from dlas_dse.config import load_study
+    from dlas_dse.remeasure import describe, remeasure
+    from dlas_dse.study import load_stored_study
+
+    config = load_study(args.study)
+    if "latency_ms" not in config.objectives:
+        print(f"error: study {config.name!r} does not measure latency_ms: nothing to re-measure", file=sys.stderr)
+        return 2
+    study = load_stored_study(args.study, args.storage)
+    records = remeasure(config, study, args.rounds, everything=args.all)
+    print(describe(records, study, list(config.objectives)) or "no complete trial to re-measure")
     return 0
 
 
@@ -290,7 +336,7 @@ def main(argv: list[str] | None = None) -> int:
     if getattr(args, "data_dir", None):
         os.environ[DATA_DIR_VARIABLE] = str(args.data_dir)
     try:
-        commands = {"optimize": _optimize, "grid": _grid, "worker": _worker, "show": _show, "report": _report,
+        commands = {"optimize": _optimize, "grid": _grid, "worker": _worker, "remeasure": _remeasure, "show": _show, "report": _report,
                     "dashboard": _dashboard, "surrogate": surrogate_commands.run, "list": _list, "devices": _devices}
         return commands[args.command](args)
     except (ConfigError, PreflightError) as error:

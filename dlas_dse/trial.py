@@ -32,7 +32,7 @@ from dlas_dse.space import Config, nest
 from dlas_dse.stack.compiler import BuildRequest, Executable, compile_model, reference_model
 from dlas_dse.stack.compression import compress
 from dlas_dse.stack.datasets import Dataset, load_dataset
-from dlas_dse.stack.hardware import create_device
+from dlas_dse.stack.hardware import Device, create_device
 from dlas_dse.stack.measurement import measure_latency
 from dlas_dse.stack.models import count_parameters, trained_model
 from dlas_dse.stack.tuning import study_allowance
@@ -104,6 +104,31 @@ def versions() -> dict:
             "tvm": tvm.__version__, "optuna": optuna.__version__, "numpy": np.__version__}
 
 
+def build_request(layers: dict, dataset: Dataset, model: torch.nn.Module, compression: dict, software: dict,
+                  device: Device, batch_size: int, tune: bool) -> BuildRequest:
+    """What a trial compiles: the compressed ``model`` for ``device`` at ``batch_size``."""
+    return BuildRequest(model, {"compressed": compression["compressed"]}, dataset.image_shape, batch_size,
+                        layers["algorithm"], software, device, compression.get("precision", "float32"),
+                        compression.get("calibration"), tune, dataset=dataset, compression=layers["compression"])
+
+
+def rebuild_latency_executable(config: Config, cache_dir: str, device: Device, build_key: str) -> Executable:
+    """The latency artifact a finished trial measured, from the artifact cache (every stage a cache
+    hit), on ``device``; raises TrialFailure if what the stages give is not the build ``build_key``."""
+    layers = nest(config)
+    cache = ArtifactCache(cache_dir)
+    dataset = load_dataset(layers["dataset"])
+    model, training = trained_model(layers["model"], dataset, layers["dataset"], cache)
+    model, compression = compress(model, dataset, layers["compression"], layers["model"],
+                                  training["checkpoint"], cache)
+    for tune in (True, False):  # tuned unless the study's tuning cap stopped it
+        executable, record = compile_model(
+            build_request(layers, dataset, model, compression, layers["software"], device, 1, tune), cache)
+        if record["build_key"] == build_key:
+            return executable
+    raise TrialFailure(f"the cached stages no longer give the build {build_key} (code or cache changed)")
+
+
 def execute(config: Config, settings: dict, cache_dir: str,
             report: Callable[[str], None] = lambda stage: None) -> dict:
     """Run ``config`` through every layer in this process; returns objectives and attributes."""
@@ -134,11 +159,8 @@ def execute(config: Config, settings: dict, cache_dir: str,
     verification["tolerance"] = max(verification["tolerance"], compression.get("tolerance", 0.0))
 
     def build(batch_size: int, tune: bool) -> tuple[Executable, dict]:
-        return compile_model(BuildRequest(
-            model, {"compressed": compression["compressed"]},
-            dataset.image_shape, batch_size, layers["algorithm"], software, device,
-            precision, compression.get("calibration"), tune, dataset=dataset,
-            compression=layers["compression"]), cache)
+        return compile_model(build_request(layers, dataset, model, compression, software, device, batch_size, tune),
+                             cache)
 
     with stage("compile"):
         latency_executable, latency_build = build(1, tune=may_tune)

@@ -127,7 +127,9 @@ class RemoteBoard(Device):
         return tracker_address(self.details["tracker"])
 
     def configure_runtime(self) -> None:
-        """Threads are applied on the board when its session opens."""
+        """Threads are applied on the board when its session opens (again here, once it is open)."""
+        if self._session is not None:
+            self._session.use_threads(self.threads)
 
     def export_library(self, executable: tvm.runtime.Executable, path: Path) -> None:
         compiler = self.details.get("cross_compiler")

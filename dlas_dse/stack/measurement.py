@@ -186,12 +186,14 @@ def measure_latency(time_runs: Callable[[int], list[float]], warmup_runs: int, m
     kept: list[_Window] = []
     discarded: list[_Window] = []
     backoff = FIRST_BACKOFF_S
-    while len(kept) < rounds and len(discarded) < max_discarded:
+    while len(kept) < rounds:
         window = _timed_window(time_runs, runs, counters)
         if window.interference is None or window.interference <= max_interference:
             kept.append(window)
             continue
         discarded.append(window)
+        if len(discarded) >= max_discarded:
+            break
         time.sleep(backoff)
         backoff = min(2 * backoff, MAX_BACKOFF_S)
     noisy = len(kept) < rounds

@@ -98,8 +98,12 @@ class RemoteSession:
 
     def __init__(self, host: str, port: int, key: str, threads: int, timeout_s: float):
         self.session = rpc.connect_tracker(host, port).request(key, priority=1, session_timeout=int(timeout_s))
-        self.device = self.session.cpu(0)
-        set_runtime_threads(self.session.get_function, threads, f"the board under key {key!r}",
+        self.device, self.key = self.session.cpu(0), key
+        self.use_threads(threads)
+
+    def use_threads(self, threads: int) -> None:
+        """Run the board's kernels on ``threads`` threads (checked)."""
+        set_runtime_threads(self.session.get_function, threads, f"the board under key {self.key!r}",
                             "Start its RPC server with TVM_NUM_THREADS set to the board's core count "
                             "(TVM_NUM_THREADS=N python -m tvm.exec.rpc_server ...), or ask for at most "
                             "as many threads as it runs.")

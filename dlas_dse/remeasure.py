@@ -1,0 +1,213 @@
+"""A confirmed Pareto front: the front's trials (and every trial within a margin of it) timed again
+in alternating rounds, in one process, with a confidence interval of each latency.
+
+A first measurement happens whenever a trial runs, at whatever load the machine had then; the
+figures that decide the front deserve to be taken side by side. Each round times every selected
+trial once (one interference-checked window, the trial's own thread count, rotating the order), so
+that a drift of the machine hits all of them alike. After every round the figures are stored in the
+study (study user attribute ``confirmed_latency:<trial number>``): a killed re-measurement resumes
+where it stopped, and a rerun that finds every trial confirmed measures nothing.
+
+A record: ``round_ms`` (one figure per round), ``latency_ms`` (their median), ``ci_ms`` (a
+bootstrap interval of that median), ``rounds``, ``noisy`` (some round had no clean window),
+``on_front`` (whether the trial is on the front once the confirmed figures replace the first ones).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from dlas_dse.config import StudyConfig
+from dlas_dse.space import nest
+from dlas_dse.stack.compiler import Executable
+from dlas_dse.stack.datasets import load_dataset
+from dlas_dse.stack.hardware import Device, create_device
+from dlas_dse.stack.measurement import measure_latency
+from dlas_dse.trial import rebuild_latency_executable
+
+ATTRIBUTE = "confirmed_latency:"
+"""Prefix of the study user attribute holding one trial's confirmed latency."""
+MARGIN = 0.05
+"""A trial within 5% of the front's latency (and not worse in the other objectives) is re-timed too."""
+CONFIDENCE = 0.95
+BOOTSTRAP_RESAMPLES = 2000
+
+
+def bootstrap_interval(values: list[float], level: float = CONFIDENCE, resamples: int = BOOTSTRAP_RESAMPLES,
+                       seed: int = 0) -> tuple[float, float]:
+    """Percentile bootstrap interval of the median of ``values`` (deterministic for a seed)."""
+    data = np.asarray(values, dtype=float)
+    if len(data) < 2:
+        return float(data[0]), float(data[0])
+    medians = np.median(np.random.default_rng(seed).choice(data, (resamples, len(data))), axis=1)
+    low, high = np.percentile(medians, [100 * (1 - level) / 2, 100 * (1 + level) / 2])
+    return float(low), float(high)
+
+
+def confirmed(study: optuna.Study) -> dict[int, dict]:
+    """Confirmed-latency records of the study, by trial number."""
+    return {int(key[len(ATTRIBUTE):]): value for key, value in study.user_attrs.items() if key.startswith(ATTRIBUTE)}
+
+
+def _dominates(a: list[float], b: list[float], directions: list[str], latency: int | None, margin: float) -> bool:
+    """Whether objective values ``a`` dominate ``b``; ``a``'s latency must beat ``b``'s by ``margin``."""
+    better = False
+    for index, (x, y, direction) in enumerate(zip(a, b, directions)):
+        if direction == "maximize":
+            x, y = -x, -y
+        if index == latency:
+            y = y * (1 - margin)
+        if x > y:
+            return False
+        better = better or x < y
+    return better
+
+
+def front(values: dict[int, list[float]], directions: list[str], latency: int | None,
+          margin: float = 0.0) -> list[int]:
+    """Trial numbers no other trial dominates (with ``margin``: none beats by more than it on latency)."""
+    return [n for n, v in values.items()
+            if not any(_dominates(w, v, directions, latency, margin) for m, w in values.items() if m != n)]
+
+
+def _values(trials: list[FrozenTrial], records: dict[int, dict], objectives: list[str]) -> dict[int, list[float]]:
+    """Each trial's objective values, its confirmed latency in place of the first one where present."""
+    latency = objectives.index("latency_ms") if "latency_ms" in objectives else None
+    values = {}
+    for trial in trials:
+        row = list(trial.values)
+        if latency is not None and records.get(trial.number, {}).get("latency_ms") is not None:
+            row[latency] = records[trial.number]["latency_ms"]
+        values[trial.number] = row
+    return values
+
+
+def select_trials(study: optuna.Study, objectives: list[str], everything: bool,
+                  margin: float = MARGIN) -> list[FrozenTrial]:
+    """The complete, measured trials to re-time: all of them, or the front and those within ``margin``."""
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+              if "repeat_of" not in t.user_attrs and "build" in t.user_attrs]
+    if everything or "latency_ms" not in objectives:
+        return trials
+    values = _values(trials, confirmed(study), objectives)
+    near = set(front(values, [d.name.lower() for d in study.directions], objectives.index("latency_ms"), margin))
+    return [t for t in trials if t.number in near]
+
+
+@dataclass
+class _Timed:
+    """One trial to re-time: its executable, the device it runs on (shared by the trials of that
+    device: one board session) and the trial's thread count."""
+
+    trial: FrozenTrial
+    executable: Executable
+    device: Device
+    threads: int
+    sample: np.ndarray
+
+
+def _load(trial: FrozenTrial, cache_dir: str, devices: dict[str, Device]) -> _Timed:
+    """Rebuild ``trial``'s latency artifact from the cache, on its device from ``devices``."""
+    config = trial.user_attrs["config"]
+    layers = nest(config)
+    threads = create_device(layers["hardware"]).threads
+    device = devices.setdefault(layers["hardware"]["device"], create_device(layers["hardware"]))
+    executable = rebuild_latency_executable(config, cache_dir, device, trial.user_attrs["build"]["build_key"])
+    return _Timed(trial, executable, device, threads, load_dataset(layers["dataset"]).val_x[:1])
+
+
+def _time_once(timed: _Timed, protocol: dict, all_cores: set[int]) -> tuple[float, bool]:
+    """One round's figure of a trial: one interference-checked window at the trial's threads."""
+    if all_cores:
+        os.sched_setaffinity(0, all_cores)  # the previous trial may have pinned fewer cores
+    timed.device.threads = timed.threads
+    timed.device.configure_runtime()
+    timed.device.pin(protocol["cpu_affinity"])
+    settings = {k: v for k, v in protocol.items() if k not in ("cpu_affinity", "rounds")}
+    settings["min_time_s"] = protocol["min_time_s"] / protocol["rounds"]  # a trial's window
+    stats = measure_latency(lambda n: timed.executable.time_runs(timed.sample, n), **settings, rounds=1,
+                            counters=timed.executable.cpu_counters())
+    return stats.latency_ms, stats.noisy
+
+
+def _record(round_ms: list[float], noisy_rounds: int) -> dict:
+    low, high = bootstrap_interval(round_ms)
+    return {"round_ms": round_ms, "rounds": len(round_ms), "latency_ms": float(np.median(round_ms)),
+            "ci_ms": [low, high], "confidence": CONFIDENCE, "statistic": "median of the rounds' figures",
+            "noisy_rounds": noisy_rounds, "noisy": noisy_rounds > 0, "on_front": None,
+            "measured": time.strftime("%Y-%m-%d %H:%M:%S")}
+
+
+def remeasure(config: StudyConfig, study: optuna.Study, rounds: int, everything: bool = False,
+              log: Callable[[str], None] = print) -> dict[int, dict]:
+    """Re-time the selected trials of ``study`` in ``rounds`` alternating rounds (resuming stored
+    rounds), store each trial's record, then mark which are on the confirmed front."""
+    objectives = list(config.objectives)
+    selected = select_trials(study, objectives, everything)
+    records = confirmed(study)
+    todo = [t for t in selected if records.get(t.number, {}).get("rounds", 0) < rounds]
+    if todo:
+        log(f"re-measuring {len(todo)} trial(s) in {rounds} alternating rounds"
+            f" ({len(selected) - len(todo)} already confirmed)")
+        _measure_rounds(config, study, todo, rounds, records, log)
+    _mark_front(study, objectives)
+    return confirmed(study)
+
+
+def _measure_rounds(config: StudyConfig, study: optuna.Study, todo: list[FrozenTrial], rounds: int,
+                    records: dict[int, dict], log: Callable[[str], None]) -> None:
+    # TVM sizes its thread pool once per process: the largest thread count first
+    todo = sorted(todo, key=lambda t: -int(t.user_attrs.get("threads") or 1))
+    devices: dict[str, Device] = {}
+    timed = [_load(trial, config.cache_dir, devices) for trial in todo]
+    all_cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
+    figures = {t.trial.number: list(records.get(t.trial.number, {}).get("round_ms", [])) for t in timed}
+    noisy = {t.trial.number: records.get(t.trial.number, {}).get("noisy_rounds", 0) for t in timed}
+    for index in range(rounds):
+        order = timed[index % len(timed):] + timed[:index % len(timed)]
+        for item in order:
+            number = item.trial.number
+            if len(figures[number]) >= rounds:
+                continue
+            latency_ms, was_noisy = _time_once(item, config.settings["measurement"], all_cores)
+            figures[number].append(latency_ms)
+            noisy[number] += was_noisy
+            study.set_user_attr(f"{ATTRIBUTE}{number}", _record(figures[number], noisy[number]))
+        log(f"  round {index + 1}/{rounds} done")
+    del timed, devices
+    gc.collect()  # a board's session ends with its last reference
+
+
+def _mark_front(study: optuna.Study, objectives: list[str]) -> None:
+    """Store in each confirmed record whether the trial is on the front of the confirmed figures."""
+    records = confirmed(study)
+    if not records:
+        return
+    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
+    latency = objectives.index("latency_ms") if "latency_ms" in objectives else None
+    on_front = set(front(_values(trials, records, objectives), [d.name.lower() for d in study.directions], latency))
+    for number, record in records.items():
+        if record.get("on_front") != (number in on_front):
+            study.set_user_attr(f"{ATTRIBUTE}{number}", {**record, "on_front": number in on_front})
+
+
+def describe(records: dict[int, dict], study: optuna.Study, objectives: list[str]) -> str:
+    """One line per confirmed trial: first vs confirmed latency with its interval, front membership."""
+    trials = {t.number: t for t in study.get_trials(deepcopy=False)}
+    latency = objectives.index("latency_ms")
+    lines = []
+    for number, record in sorted(records.items()):
+        low, high = record["ci_ms"]
+        lines.append(f"trial {number}: first {trials[number].values[latency]:.3f} ms, confirmed "
+                     f"{record['latency_ms']:.3f} ms [{low:.3f}, {high:.3f}] ({record['rounds']} rounds"
+                     f"{', noisy' if record['noisy'] else ''})"
+                     f"{'' if record['on_front'] else ' - not on the confirmed front'}")
+    return "\n".join(lines)
