@@ -6,8 +6,10 @@ each compiled by the project's own compilers (the same builds a trial makes) and
 PyTorch before it is timed. Every variant of a model is built first, then all are timed in
 alternating rounds (`--rounds`, the order rotated each round; latency = median of the round
 medians), so that this shared machine's drift slows them alike and the ratios hold. Also the
-achieved GFLOP/s and the share of this machine's measured peak (float32 GEMM,
-`dlas_dse/stack/peak.py`).
+achieved GFLOP/s (the model's direct-convolution MACs over the latency: Winograd's figure is an
+effective one, as it multiplies less) and the share of this machine's float32 peak (an FMA
+microkernel at the same threads, `dlas_dse/stack/peak.py`), which a float32 kernel cannot exceed:
+a share over 100 % is printed as a bug.
 
 Tuning is the expensive part (seconds per measured candidate). Each budget has its own artifact
 cache under results/benchmark-cache/systems/ (so that 64 trials per task is not served 16's
@@ -130,6 +132,9 @@ def main() -> None:
             print(f"{architecture:<13} {name:<31} {row['latency_ms']:8.2f} ms  {row['gflops']:6.1f} GFLOP/s "
                   f"({row['percent_of_peak']:4.1f}% of peak)  rounds: "
                   + " ".join(f"{ms:.2f}" for ms in row["rounds_ms"]), flush=True)
+            if row["percent_of_peak"] > 100:
+                print(f"BUG: {name} runs over the peak (an under-read peak, or fewer multiplications than the "
+                      "MACs counted)", flush=True)
         reference = rows["onnxruntime"]["latency_ms"]
         for row in rows.values():
             row["vs_onnxruntime"] = row["latency_ms"] / reference
