@@ -6,6 +6,7 @@ A configuration is a flat mapping ``"layer.param" -> value`` (e.g. ``"model.arch
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 from dataclasses import dataclass, field
@@ -152,6 +153,15 @@ class SearchSpace:
         for config in self._enumerate(self.parameters):
             if not self.violations(config):
                 yield config
+
+    def grid_up_to(self, limit: int) -> list[Config] | None:
+        """Every valid configuration, or None when the space is not enumerable (a float range
+        without a step) or has more than ``limit`` of them."""
+        try:
+            configs = list(itertools.islice(self.grid(), limit + 1))
+        except ValueError:
+            return None
+        return configs if len(configs) <= limit else None
 
     def has_valid_configuration(self) -> bool:
         """Whether the constraints leave at least one combination of the discrete parameters."""

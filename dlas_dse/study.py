@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 from tqdm import tqdm
 
 from dlas_dse.config import OBJECTIVES, SETTINGS, ConfigError, StudyConfig
+from dlas_dse.distinct import DistinctSampler, Proposal
 from dlas_dse.grid import enqueue_grid
 from dlas_dse.registry import LAYERS
 from dlas_dse.space import SearchSpace, nest
@@ -40,8 +41,16 @@ MAX_EXCLUDED_IN_A_ROW = 200
 
 
 def make_sampler(study: StudyConfig, name: str | None = None) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler named in the study (or ``name``), seeded with the study's seed."""
+    """The Optuna sampler named in the study (or ``name``), seeded with the study's seed; every
+    sampler but the grid's (whose points are enqueued once each) is wrapped in
+    :class:`DistinctSampler`, so no configuration is measured twice."""
     name = name or study.sampler
+    sampler = _named_sampler(study, name)
+    return sampler if name == "grid" else DistinctSampler(sampler, study.space, study.seed)
+
+
+def _named_sampler(study: StudyConfig, name: str) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler called ``name``, with the study's options and seed."""
     options = study.sampler_options if name == study.sampler else {}
     if name == "nsga2":
         return optuna.samplers.NSGAIISampler(seed=study.seed, **options)
@@ -263,6 +272,20 @@ def _with_tuning_spent(settings: dict, study: optuna.Study) -> dict:
     return {**settings, "tuning": {**settings["tuning"], "spent_s": tuning_spent_s(study)}}
 
 
+NOT_COPIED = ("worker", "retry_of", "retries")
+"""Attributes about a trial itself, not its configuration's results: a repeat does not copy them."""
+
+
+def _answer_from_storage(trial: optuna.Trial, original: optuna.trial.FrozenTrial) -> tuple[float, ...]:
+    """Complete ``trial``, an unavoidable repeat of ``original``'s configuration, with the values and
+    attributes ``original`` measured (its ``time_*`` made zero: nothing ran), marked ``repeat_of``."""
+    for key, value in original.user_attrs.items():
+        if key not in NOT_COPIED:
+            trial.set_user_attr(key, 0.0 if key.startswith("time_") else value)
+    trial.set_user_attr("repeat_of", original.number)
+    return tuple(original.values)
+
+
 def run_study(config: StudyConfig, n_trials: int | None = None, storage_url: str | None = None,
               sampler: str | None = None, timeout_s: float | None = None, progress: bool = True,
               log: Callable[[str], None] = print) -> optuna.Study:
@@ -285,20 +308,29 @@ def run_study(config: StudyConfig, n_trials: int | None = None, storage_url: str
     else:
         target = n_trials or config.n_trials
     done = counted_trials(study)
-    if done >= target or (sampler == "grid" and not _waiting(study) and not _running(study)):
-        log(f"study {config.name!r} already has {done} finished trials (target {target}); nothing to run")
+    distinct = study.sampler if isinstance(study.sampler, DistinctSampler) else None
+    exhausted = distinct.exhausted(study) if distinct else None
+    if done >= target or exhausted or (sampler == "grid" and not _waiting(study) and not _running(study)):
+        log(f"study {config.name!r} already has {done} finished trials (target {target})"
+            f"{f'; {exhausted}' if exhausted else ''}; nothing to run")
         return study
 
     bar = _Progress(target, done, progress)
     excluded_in_a_row = 0
 
     def objective(trial: optuna.Trial) -> tuple[float, ...]:
-        nonlocal excluded_in_a_row
+        nonlocal excluded_in_a_row, exhausted
         if sampler == "grid" and not _from_queue(storage, trial):  # another worker took the last point
             trial.set_user_attr("no_grid_point_left", True)
             study.stop()
             raise optuna.TrialPruned("no grid point was left to run")
         trial.set_user_attr("worker", _worker_identity())
+        proposal: Proposal | None = distinct.proposal(trial.number) if distinct else None
+        if proposal and proposal.exhausted:  # other workers took the last configurations meanwhile
+            exhausted = proposal.exhausted
+            trial.set_user_attr("space_exhausted", True)
+            study.stop()
+            raise optuna.TrialPruned(exhausted)
         sampled = config.space.sample(trial)
         trial.set_user_attr("config", sampled)
         excluded = config.space.violations(sampled)
@@ -307,6 +339,8 @@ def run_study(config: StudyConfig, n_trials: int | None = None, storage_url: str
             trial.set_user_attr("excluded_by", [c.name for c in excluded])
             raise optuna.TrialPruned(f"excluded by constraint {excluded[0].name}")
         excluded_in_a_row = 0
+        if proposal and proposal.repeat_of is not None:
+            return _answer_from_storage(trial, proposal.repeat_of)
         bar.start(trial.number, sampled)
         started = time.perf_counter()
         try:
@@ -330,15 +364,21 @@ def run_study(config: StudyConfig, n_trials: int | None = None, storage_url: str
         return tuple(result["values"][name] for name in config.objectives)
 
     def after_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal exhausted
         counted = counted_trials(study)
         settings = ", ".join(f"{name.split('.')[-1]}={value}" for name, value in trial.params.items())
         label = f"trial {trial.number} ({settings})"
-        if trial.state == TrialState.COMPLETE:
+        if trial.state == TrialState.COMPLETE and "repeat_of" in trial.user_attrs:
+            bar.finish(f"{label} repeats trial {trial.user_attrs['repeat_of']}: answered from storage, nothing "
+                       "measured (counts towards the budget)", counted)
+        elif trial.state == TrialState.COMPLETE:
             bar.finish(f"{label} done in {trial.user_attrs['time_trial_s']:.1f} s: "
                        f"{_summary(dict(zip(config.objectives, trial.values)))}", counted)
         elif trial.state == TrialState.FAIL:
             bar.finish(f"{label} FAILED: {trial.user_attrs.get('fail_reason', '')}", counted)
-        if counted >= target or excluded_in_a_row >= MAX_EXCLUDED_IN_A_ROW or (
+        if distinct and not exhausted:
+            exhausted = distinct.exhausted(study)
+        if counted >= target or exhausted or excluded_in_a_row >= MAX_EXCLUDED_IN_A_ROW or (
                 sampler == "grid" and not _waiting(study)):
             study.stop()
 
@@ -354,4 +394,6 @@ def run_study(config: StudyConfig, n_trials: int | None = None, storage_url: str
         bar.bar.close()
     if excluded_in_a_row >= MAX_EXCLUDED_IN_A_ROW:
         log(f"stopped: the sampler proposed {excluded_in_a_row} excluded combinations in a row")
+    if exhausted and counted_trials(study) < target:
+        log(f"stopped after {counted_trials(study)} of {target} trials: {exhausted}")
     return study

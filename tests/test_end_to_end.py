@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dlas_dse.config import load_study
+from dlas_dse.space import config_key
 from dlas_dse.stack.compiler import fold_batchnorm
 from dlas_dse.stack.datasets import load_dataset
 from dlas_dse.stack.models import build_model
@@ -16,10 +17,11 @@ pytestmark = pytest.mark.slow
 
 
 def test_tiny_study_stores_objectives_and_provenance(project, monkeypatch):
-    name = project.tiny(n_trials=2)
+    name = project.tiny(n_trials=3)  # a budget of 3 over a space of 2 configurations (1 and 2 threads)
     result = project.run("optimize", "--study", name, "--no-progress")
     assert result.returncode == 0, result.stderr
     assert "Pareto front" in result.stdout
+    assert "stopped after 2 of 3 trials: the space is exhausted: 2 of 2 configurations measured" in result.stdout
     assert "leaked semaphore" not in result.stderr  # trials end by os._exit: nothing may stay registered
 
     monkeypatch.chdir(project.root)
@@ -27,6 +29,7 @@ def test_tiny_study_stores_objectives_and_provenance(project, monkeypatch):
     study = optuna.load_study(study_name=name, storage=open_storage(config.storage))
     trials = study.get_trials()
     assert [t.state for t in trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert len({config_key(t.user_attrs["config"]) for t in trials}) == 2  # none measured twice
     assert study.metric_names == ["accuracy", "latency_ms", "size_bytes"]
 
     # size: float32 bytes of the BN-folded model's parameters, computed independently
@@ -38,7 +41,7 @@ def test_tiny_study_stores_objectives_and_provenance(project, monkeypatch):
         attrs = trial.user_attrs
         assert 0.3 < accuracy <= 1.0, "the compiled artifact of a trained model beats chance (0.1)"
         assert attrs["accuracy_samples"] == 48
-        assert latency_ms == attrs["latency"]["median_ms"] > 0
+        assert latency_ms == attrs["latency"]["latency_ms"] > 0  # the protocol's statistic (measurement.STATISTIC)
         assert attrs["latency"]["runs"] >= 3 and attrs["latency"]["iqr_ms"] >= 0
         assert size_bytes == expected_bytes
         assert attrs["verification"]["max_abs_error"] <= attrs["verification"]["allowed_error"]

@@ -68,14 +68,8 @@ class SurrogateSampler(optuna.samplers.BaseSampler):
         """Every valid configuration of the space when it has at most ``MAX_CANDIDATES``, else that
         many distinct valid ones drawn at random."""
         if self._candidates is None:
-            try:
-                grid = []
-                for config in self.space.grid():
-                    grid.append(config)
-                    if len(grid) > MAX_CANDIDATES:
-                        raise OverflowError
-                self._candidates = grid
-            except (ValueError, OverflowError):
+            self._candidates = self.space.grid_up_to(MAX_CANDIDATES)
+            if self._candidates is None:
                 self._candidates = self._random_candidates()
         return self._candidates
 
