@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from dlas_dse.config import load_study
+from dlas_dse.remeasure import confirmed
 from dlas_dse.space import config_key
 from dlas_dse.stack.compiler import fold_batchnorm
 from dlas_dse.stack.datasets import load_dataset
@@ -43,6 +44,12 @@ def test_tiny_study_stores_objectives_and_provenance(project, monkeypatch):
         assert attrs["accuracy_samples"] == 48
         assert latency_ms == attrs["latency"]["latency_ms"] > 0  # the protocol's statistic (measurement.STATISTIC)
         assert attrs["latency"]["runs"] >= 3 and attrs["latency"]["iqr_ms"] >= 0
+        protocol = attrs["latency"]  # rounds, each checked for other processes' CPU use
+        assert len(protocol["round_ms"]) == 5 == len(protocol["interference"])
+        assert all(load is not None and load <= 0.25 for load in protocol["interference"]) or protocol["noisy"]
+        assert attrs["latency_noisy"] == protocol["noisy"]
+        assert protocol["statistics"][protocol["statistic"]] == latency_ms
+        assert len(protocol["samples_ms"]) == protocol["runs"]
         assert size_bytes == expected_bytes
         assert attrs["verification"]["max_abs_error"] <= attrs["verification"]["allowed_error"]
         assert attrs["verification"]["top1_agreement"] == 1.0
@@ -56,6 +63,11 @@ def test_tiny_study_stores_objectives_and_provenance(project, monkeypatch):
         assert attrs["build"]["convolutions_by_algorithm"] == {"direct": 52}
     # the second trial reuses the first one's checkpoint
     assert trials[1].user_attrs["cache_hits"]["train"] is True
+    # the end of the study re-timed the front side by side: confirmed figures with an interval
+    records = confirmed(study)
+    assert records and set(records) <= {t.number for t in trials}
+    for record in records.values():
+        assert record["rounds"] == 10 and record["ci_ms"][0] <= record["latency_ms"] <= record["ci_ms"][1]
 
     shown = project.run("show", "--study", name)
     assert shown.returncode == 0 and "Pareto front" in shown.stdout and "mobilenet_v2" not in shown.stderr

@@ -157,7 +157,8 @@ def test_the_quickstart_measures_its_four_configurations_and_stops(quickstart):
     from dlas_dse.study import run_study
 
     config, storage, measured = quickstart
-    logs = []
+    assert config.n_trials == len(list(config.space.grid())) == 4  # the shipped budget: each configuration once
+    config, logs = dataclasses.replace(config, n_trials=6), []  # a budget beyond the space
     study = run_study(config, storage_url=storage, progress=False, log=logs.append)
     assert len(measured) == 4 and len({config_key(c) for c in measured}) == 4
     assert sorted(complete_configs(study)) == sorted(config_key(c) for c in config.space.grid())
