@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import optuna
 import pandas as pd
@@ -27,6 +28,9 @@ def trials_frame(study: optuna.Study) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+CONFIRMED_ATTRIBUTE = "confirmed_latency:"
+"""Prefix of the study user attribute holding a trial's re-measurement (``remeasure.ATTRIBUTE``, not
+imported: that module loads TVM)."""
 PROVENANCE = ("device", "cpu_model", "macs", "parameters", "achieved_gflops", "percent_of_peak", "tuning_capped")
 
 
@@ -36,9 +40,12 @@ def _objective_names(study: optuna.Study) -> list[str]:
 
 def detailed_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial with everything a report needs: every layer parameter (fixed ones too),
-    the objectives, the latency spread, stage times, which stages were reused, and provenance
-    (device, threads used, target, measured peak, worker, library versions)."""
+    the objectives, the latency spread and timing rounds (``latency_round_ms``, ``latency_noisy``), the
+    re-measurement's latency, interval and rounds (``confirmed_*``), stage times, which stages were
+    reused, and provenance (device, threads used, target, measured peak, worker, library versions)."""
     objectives = _objective_names(study)
+    confirmed = {int(key[len(CONFIRMED_ATTRIBUTE):]): record for key, record in study.user_attrs.items()
+                 if key.startswith(CONFIRMED_ATTRIBUTE)}
     rows = []
     for trial in study.get_trials(deepcopy=False):
         attrs = trial.user_attrs
@@ -47,8 +54,10 @@ def detailed_frame(study: optuna.Study) -> pd.DataFrame:
         row.update(dict(zip(objectives, trial.values or [None] * len(objectives))))
         latency = attrs.get("latency") or {}
         row.update(latency_iqr_ms=latency.get("iqr_ms"), latency_runs=latency.get("runs"),
+                   latency_round_ms=latency.get("round_ms"), latency_noisy=latency.get("noisy"),
                    threads_used=attrs.get("threads"),
                    achieved_sparsity=(attrs.get("compression") or {}).get("sparsity"))
+        row.update(_confirmed_latency(confirmed.get(trial.number) or attrs.get("confirmed_latency") or {}))
         row.update({key: value for key, value in attrs.items() if key.startswith("time_")})
         row.update({f"reused_{stage}": hit for stage, hit in (attrs.get("cache_hits") or {}).items()})
         tuning = (attrs.get("build") or {}).get("tuning") or {}
@@ -64,6 +73,15 @@ def detailed_frame(study: optuna.Study) -> pd.DataFrame:
         row["note"] = str(reason) if reason else ""
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def _confirmed_latency(confirmed: dict) -> dict:
+    """The columns of a trial's re-measurement (the study's ``confirmed_latency:<n>`` record, or the trial's
+    ``confirmed_latency``): latency, its interval and rounds (NaN / None for a trial never re-measured)."""
+    low, high = confirmed.get("ci_ms") or (math.nan, math.nan)
+    return {"confirmed_latency_ms": confirmed.get("latency_ms", math.nan),
+            "confirmed_round_ms": confirmed.get("round_ms"),
+            "confirmed_ci_low_ms": low, "confirmed_ci_high_ms": high}
 
 
 def pareto_frame(study: optuna.Study) -> pd.DataFrame:

@@ -79,7 +79,7 @@ def write_report(study: optuna.Study, directory: Path) -> Report:
         report.written += [plots.pareto_png(done, x, y, color, directory / f"{name}.png"),
                            plots.pareto_html(done, x, y, color, directory / f"{name}.html")]
     _write_importances(study, report)
-    found = observations.compute(frame)
+    found = observations.compute(frame, study.study_name)
     (directory / "observations.md").write_text(observations.to_markdown(found, study.study_name))
     report.written.append(directory / "observations.md")
     return report
