@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import plotly.express as px  # noqa: E402
 
-AXES = {"accuracy": "top-1 accuracy (validation subset)", "latency_ms": "latency (ms, batch 1, median)",
+AXES = {"accuracy": "top-1 accuracy (validation subset)", "latency_ms": "latency (ms, batch 1)",
         "size_mb": "deployed size (MB)"}
 NAMES = {"accuracy": "accuracy", "latency_ms": "latency", "size_mb": "deployed size"}
 MAXIMIZED = {"accuracy"}
@@ -23,7 +23,7 @@ MODEL = "model.architecture"
 LOG_WHEN_SPREAD = ("latency_ms", "size_mb")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 PAIRS = (("latency_ms", "accuracy"), ("size_mb", "latency_ms"))
-HOVER = ("trial", "model.architecture", "compression.technique", "algorithm.conv", "algorithm.format",
+HOVER = ("trial", "latency_source", "model.architecture", "compression.technique", "algorithm.conv", "algorithm.format",
          "software.tuning", "threads_used")
 
 
@@ -32,7 +32,20 @@ def plottable(frame: pd.DataFrame) -> pd.DataFrame:
     from dlas_dse.observations import completed
 
     done = completed(frame)
-    return done.assign(size_mb=done["size_bytes"] / 1e6) if not done.empty else done
+    if done.empty:
+        return done
+    confirmed = done["confirmed_latency_ms"] if "confirmed_latency_ms" in done else pd.Series(float("nan"), done.index)
+    return done.assign(size_mb=done["size_bytes"] / 1e6, latency_ms=confirmed.fillna(done["latency_ms"]),
+                       latency_source=confirmed.notna().map({True: "confirmed", False: "first measurement"}))
+
+
+def label(frame: pd.DataFrame, column: str) -> str:
+    """The axis label of ``column``; for latency, which figures the plot shows."""
+    text = AXES.get(column, column)
+    if column == "latency_ms" and "latency_source" in frame and (frame["latency_source"] == "confirmed").any():
+        confirmed = int((frame["latency_source"] == "confirmed").sum())
+        text += f"; confirmed for {confirmed} of {len(frame)} trials"
+    return text
 
 
 def front_2d(frame: pd.DataFrame, x: str, y: str) -> pd.DataFrame:
@@ -77,8 +90,8 @@ def pareto_plot(frame: pd.DataFrame, x: str, y: str, color: str, ax: plt.Axes | 
     ax.step(front[x], front[y], where="post", color="black", linewidth=1, alpha=0.6)
     ax.scatter(front[x], front[y], s=110, facecolors="none", edgecolors="black", linewidths=1,
                label="Pareto front (ringed)")
-    ax.set_xlabel(AXES.get(x, x))
-    ax.set_ylabel(AXES.get(y, y))
+    ax.set_xlabel(label(frame, x))
+    ax.set_ylabel(label(frame, y))
     for column, which in ((x, "x"), (y, "y")):
         if column in LOG_WHEN_SPREAD and frame[column].max() > 8 * frame[column].min():
             _log_scale(ax, which)
@@ -114,7 +127,8 @@ def pareto_html(frame: pd.DataFrame, x: str, y: str, color: str, path: Path) -> 
     """The same plot, interactive (hover shows each trial's configuration), one facet per platform."""
     hover = [c for c in HOVER if c in frame]
     figure = px.scatter(frame, x=x, y=y, color=frame[color].astype(str), facet_col="platform", facet_col_wrap=3,
-                        hover_data=hover, labels={**AXES, "color": color.split(".", 1)[-1]},
+                        hover_data=hover, labels={**AXES, x: label(frame, x), y: label(frame, y),
+                                                  "color": color.split(".", 1)[-1]},
                         title=f"{NAMES.get(y, y).capitalize()} vs {NAMES.get(x, x)} per platform")
     figure.write_html(path, include_plotlyjs="cdn")
     return path

@@ -26,6 +26,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from dlas_dse.config import StudyConfig
+from dlas_dse.confirmed import ATTRIBUTE, front_numbers, records
 from dlas_dse.space import nest
 from dlas_dse.stack.compiler import Executable
 from dlas_dse.stack.datasets import load_dataset
@@ -33,8 +34,6 @@ from dlas_dse.stack.hardware import Device, create_device
 from dlas_dse.stack.measurement import measure_latency
 from dlas_dse.trial import rebuild_latency_executable
 
-ATTRIBUTE = "confirmed_latency:"
-"""Prefix of the study user attribute holding one trial's confirmed latency."""
 MARGIN = 0.05
 """A trial within 5% of the front's latency (and not worse in the other objectives) is re-timed too."""
 CONFIDENCE = 0.95
@@ -52,53 +51,13 @@ def bootstrap_interval(values: list[float], level: float = CONFIDENCE, resamples
     return float(low), float(high)
 
 
-def confirmed(study: optuna.Study) -> dict[int, dict]:
-    """Confirmed-latency records of the study, by trial number."""
-    return {int(key[len(ATTRIBUTE):]): value for key, value in study.user_attrs.items() if key.startswith(ATTRIBUTE)}
-
-
-def _dominates(a: list[float], b: list[float], directions: list[str], latency: int | None, margin: float) -> bool:
-    """Whether objective values ``a`` dominate ``b``; ``a``'s latency must beat ``b``'s by ``margin``."""
-    better = False
-    for index, (x, y, direction) in enumerate(zip(a, b, directions)):
-        if direction == "maximize":
-            x, y = -x, -y
-        if index == latency:
-            y = y * (1 - margin)
-        if x > y:
-            return False
-        better = better or x < y
-    return better
-
-
-def front(values: dict[int, list[float]], directions: list[str], latency: int | None,
-          margin: float = 0.0) -> list[int]:
-    """Trial numbers no other trial dominates (with ``margin``: none beats by more than it on latency)."""
-    return [n for n, v in values.items()
-            if not any(_dominates(w, v, directions, latency, margin) for m, w in values.items() if m != n)]
-
-
-def _values(trials: list[FrozenTrial], records: dict[int, dict], objectives: list[str]) -> dict[int, list[float]]:
-    """Each trial's objective values, its confirmed latency in place of the first one where present."""
-    latency = objectives.index("latency_ms") if "latency_ms" in objectives else None
-    values = {}
-    for trial in trials:
-        row = list(trial.values)
-        if latency is not None and records.get(trial.number, {}).get("latency_ms") is not None:
-            row[latency] = records[trial.number]["latency_ms"]
-        values[trial.number] = row
-    return values
-
-
-def select_trials(study: optuna.Study, objectives: list[str], everything: bool,
-                  margin: float = MARGIN) -> list[FrozenTrial]:
+def select_trials(study: optuna.Study, everything: bool, margin: float = MARGIN) -> list[FrozenTrial]:
     """The complete, measured trials to re-time: all of them, or the front and those within ``margin``."""
     trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
               if "repeat_of" not in t.user_attrs and "build" in t.user_attrs]
-    if everything or "latency_ms" not in objectives:
+    if everything:
         return trials
-    values = _values(trials, confirmed(study), objectives)
-    near = set(front(values, [d.name.lower() for d in study.directions], objectives.index("latency_ms"), margin))
+    near = set(front_numbers(study, margin))
     return [t for t in trials if t.number in near]
 
 
@@ -150,27 +109,26 @@ def remeasure(config: StudyConfig, study: optuna.Study, rounds: int, everything:
               log: Callable[[str], None] = print) -> dict[int, dict]:
     """Re-time the selected trials of ``study`` in ``rounds`` alternating rounds (resuming stored
     rounds), store each trial's record, then mark which are on the confirmed front."""
-    objectives = list(config.objectives)
-    selected = select_trials(study, objectives, everything)
-    records = confirmed(study)
-    todo = [t for t in selected if records.get(t.number, {}).get("rounds", 0) < rounds]
+    selected = select_trials(study, everything)
+    stored = records(study)
+    todo = [t for t in selected if stored.get(t.number, {}).get("rounds", 0) < rounds]
     if todo:
         log(f"re-measuring {len(todo)} trial(s) in {rounds} alternating rounds"
             f" ({len(selected) - len(todo)} already confirmed)")
-        _measure_rounds(config, study, todo, rounds, records, log)
-    _mark_front(study, objectives)
-    return confirmed(study)
+        _measure_rounds(config, study, todo, rounds, stored, log)
+    _mark_front(study)
+    return records(study)
 
 
 def _measure_rounds(config: StudyConfig, study: optuna.Study, todo: list[FrozenTrial], rounds: int,
-                    records: dict[int, dict], log: Callable[[str], None]) -> None:
+                    stored: dict[int, dict], log: Callable[[str], None]) -> None:
     # TVM sizes its thread pool once per process: the largest thread count first
     todo = sorted(todo, key=lambda t: -int(t.user_attrs.get("threads") or 1))
     devices: dict[str, Device] = {}
     timed = [_load(trial, config.cache_dir, devices) for trial in todo]
     all_cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
-    figures = {t.trial.number: list(records.get(t.trial.number, {}).get("round_ms", [])) for t in timed}
-    noisy = {t.trial.number: records.get(t.trial.number, {}).get("noisy_rounds", 0) for t in timed}
+    figures = {t.trial.number: list(stored.get(t.trial.number, {}).get("round_ms", [])) for t in timed}
+    noisy = {t.trial.number: stored.get(t.trial.number, {}).get("noisy_rounds", 0) for t in timed}
     for index in range(rounds):
         order = timed[index % len(timed):] + timed[:index % len(timed)]
         for item in order:
@@ -186,25 +144,20 @@ def _measure_rounds(config: StudyConfig, study: optuna.Study, todo: list[FrozenT
     gc.collect()  # a board's session ends with its last reference
 
 
-def _mark_front(study: optuna.Study, objectives: list[str]) -> None:
+def _mark_front(study: optuna.Study) -> None:
     """Store in each confirmed record whether the trial is on the front of the confirmed figures."""
-    records = confirmed(study)
-    if not records:
-        return
-    trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))]
-    latency = objectives.index("latency_ms") if "latency_ms" in objectives else None
-    on_front = set(front(_values(trials, records, objectives), [d.name.lower() for d in study.directions], latency))
-    for number, record in records.items():
+    on_front = set(front_numbers(study))
+    for number, record in records(study).items():
         if record.get("on_front") != (number in on_front):
             study.set_user_attr(f"{ATTRIBUTE}{number}", {**record, "on_front": number in on_front})
 
 
-def describe(records: dict[int, dict], study: optuna.Study, objectives: list[str]) -> str:
+def describe(confirmed: dict[int, dict], study: optuna.Study, objectives: list[str]) -> str:
     """One line per confirmed trial: first vs confirmed latency with its interval, front membership."""
     trials = {t.number: t for t in study.get_trials(deepcopy=False)}
     latency = objectives.index("latency_ms")
     lines = []
-    for number, record in sorted(records.items()):
+    for number, record in sorted(confirmed.items()):
         low, high = record["ci_ms"]
         lines.append(f"trial {number}: first {trials[number].values[latency]:.3f} ms, confirmed "
                      f"{record['latency_ms']:.3f} ms [{low:.3f}, {high:.3f}] ({record['rounds']} rounds"

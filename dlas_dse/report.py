@@ -9,33 +9,56 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
+from dlas_dse.confirmed import front_numbers, objectives_of, records
+
 OBJECTIVE_FORMATS = {"accuracy": "{:.3f}", "latency_ms": "{:.2f}", "size_bytes": "{:,.0f}"}
 
 
 def trials_frame(study: optuna.Study) -> pd.DataFrame:
     """One row per trial: number, state, sampled parameters, objectives, trial time, failure reason."""
-    objectives = _objective_names(study)
+    objectives = objectives_of(study)
+    confirmed, on_front = records(study), set(front_numbers(study))
+    first_front = {t.number for t in study.best_trials} if confirmed else set()
     rows = []
     for trial in study.get_trials(deepcopy=False):
         row = {"trial": trial.number, "state": trial.state.name}
         row.update(trial.params)
         values = trial.values or [None] * len(objectives)
         row.update(dict(zip(objectives, values)))
+        if confirmed:
+            row["confirmed_ms"] = _interval_text(confirmed.get(trial.number))
         row["time_s"] = trial.user_attrs.get("time_trial_s")
-        reason = trial.user_attrs.get("fail_reason") or trial.user_attrs.get("excluded_by")
-        row["note"] = str(reason) if reason else ""
+        fell_off = trial.number in first_front and trial.number not in on_front
+        row["note"] = "; ".join(_notes(trial, confirmed.get(trial.number), fell_off))
         rows.append(row)
     return pd.DataFrame(rows)
 
 
-CONFIRMED_ATTRIBUTE = "confirmed_latency:"
-"""Prefix of the study user attribute holding a trial's re-measurement (``remeasure.ATTRIBUTE``, not
-imported: that module loads TVM)."""
+def _interval_text(record: dict | None) -> str:
+    """A confirmed latency as ``median [low, high]`` (empty for a trial never re-measured)."""
+    if not record:
+        return ""
+    low, high = record["ci_ms"]
+    return f"{record['latency_ms']:.2f} [{low:.2f}, {high:.2f}]"
+
+
+def _notes(trial: optuna.trial.FrozenTrial, record: dict | None, fell_off: bool) -> list[str]:
+    """What a reader must know about a trial: why it failed or was excluded, a noisy measurement,
+    a repeat answered from storage, a trial whose confirmed latency took it off the front."""
+    attrs = trial.user_attrs
+    notes = [str(reason) for reason in (attrs.get("fail_reason"), attrs.get("excluded_by")) if reason]
+    if attrs.get("latency_noisy"):
+        notes.append("noisy: measured on a busy machine (see latency.interference)")
+    if record and record.get("noisy"):
+        notes.append("confirmed figure noisy")
+    if "repeat_of" in attrs:
+        notes.append(f"repeat of trial {attrs['repeat_of']}")
+    if fell_off:
+        notes.append("off the front once re-measured")
+    return notes
+
+
 PROVENANCE = ("device", "cpu_model", "macs", "parameters", "achieved_gflops", "percent_of_peak", "tuning_capped")
-
-
-def _objective_names(study: optuna.Study) -> list[str]:
-    return study.metric_names or [f"objective_{i}" for i in range(len(study.directions))]
 
 
 def detailed_frame(study: optuna.Study) -> pd.DataFrame:
@@ -43,9 +66,8 @@ def detailed_frame(study: optuna.Study) -> pd.DataFrame:
     the objectives, the latency spread and timing rounds (``latency_round_ms``, ``latency_noisy``), the
     re-measurement's latency, interval and rounds (``confirmed_*``), stage times, which stages were
     reused, and provenance (device, threads used, target, measured peak, worker, library versions)."""
-    objectives = _objective_names(study)
-    confirmed = {int(key[len(CONFIRMED_ATTRIBUTE):]): record for key, record in study.user_attrs.items()
-                 if key.startswith(CONFIRMED_ATTRIBUTE)}
+    objectives = objectives_of(study)
+    confirmed = records(study)
     rows = []
     for trial in study.get_trials(deepcopy=False):
         attrs = trial.user_attrs
@@ -85,8 +107,9 @@ def _confirmed_latency(confirmed: dict) -> dict:
 
 
 def pareto_frame(study: optuna.Study) -> pd.DataFrame:
-    """The completed trials on the Pareto front of the study's objectives."""
-    numbers = {t.number for t in study.best_trials}
+    """The completed trials on the Pareto front of the study's objectives, with confirmed
+    latencies in place of first measurements where ``remeasure`` has them."""
+    numbers = set(front_numbers(study))
     frame = trials_frame(study)
     if frame.empty:
         return frame
@@ -114,9 +137,13 @@ def describe_study(study: optuna.Study) -> str:
         return header + "\n(no trials yet: run `python -m dlas_dse optimize --study NAME`)"
     lines = [header, "", "trials:", format_frame(trials_frame(study))]
     if counts["COMPLETE"]:
+        confirmed = len(records(study))
+        source = (f"; latency: the confirmed figure for the {confirmed} re-measured trial(s), the first "
+                  "measurement for the others" if confirmed else "; latency: first measurements (run "
+                  "`remeasure` to confirm them side by side)")
         lines += ["", "Pareto front (" + ", ".join(
-            f"{name} {d.name.lower()}" for name, d in zip(study.metric_names or [], study.directions)) + "):",
-                  format_frame(pareto_frame(study))]
+            f"{name} {d.name.lower()}" for name, d in zip(study.metric_names or [], study.directions))
+            + source + "):", format_frame(pareto_frame(study))]
     else:
         lines += ["", "no completed trial yet, so no Pareto front"]
     return "\n".join(lines)

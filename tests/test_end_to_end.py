@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from dlas_dse.config import load_study
-from dlas_dse.remeasure import confirmed
+from dlas_dse.confirmed import records as confirmed
 from dlas_dse.space import config_key
 from dlas_dse.stack.compiler import fold_batchnorm
 from dlas_dse.stack.datasets import load_dataset

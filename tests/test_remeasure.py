@@ -12,7 +12,8 @@ import numpy as np
 import optuna
 import pytest
 
-from dlas_dse.remeasure import bootstrap_interval, confirmed, front
+from dlas_dse.confirmed import front, records as confirmed
+from dlas_dse.remeasure import bootstrap_interval
 
 DIRECTIONS = ["maximize", "minimize", "minimize"]  # accuracy, latency_ms, size_bytes
 
