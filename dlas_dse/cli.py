@@ -124,6 +124,7 @@ def _parser() -> argparse.ArgumentParser:
     scope.add_argument("--all", action="store_true", help="every complete trial")
     remeasure.add_argument("--rounds", type=_positive(int), default=REMEASURE_ROUNDS,
                            help=f"rounds per trial (default: {REMEASURE_ROUNDS})")
+    remeasure.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     show = commands.add_parser("show", help="print a study's trials and Pareto front")
     _study_arguments(show)
@@ -231,7 +232,7 @@ def _confirm_front(config, study, args: argparse.Namespace) -> None:
     from dlas_dse.remeasure import remeasure
 
     if not args.no_remeasure and "latency_ms" in config.objectives:
-        remeasure(config, study, REMEASURE_ROUNDS)
+        remeasure(config, study, REMEASURE_ROUNDS, progress=not args.no_progress)
 
 
 def _remeasure(args: argparse.Namespace) -> int:
@@ -244,7 +245,7 @@ def _remeasure(args: argparse.Namespace) -> int:
         print(f"error: study {config.name!r} does not measure latency_ms: nothing to re-measure", file=sys.stderr)
         return 2
     study = load_stored_study(args.study, args.storage)
-    records = remeasure(config, study, args.rounds, everything=args.all)
+    records = remeasure(config, study, args.rounds, everything=args.all, progress=not args.no_progress)
     print(describe(records, study, list(config.objectives)) or "no complete trial to re-measure")
     return 0
 

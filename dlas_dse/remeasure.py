@@ -23,6 +23,7 @@ from typing import Callable
 
 import numpy as np
 import optuna
+from tqdm import tqdm
 from optuna.trial import FrozenTrial, TrialState
 
 from dlas_dse.config import StudyConfig
@@ -106,7 +107,7 @@ def _record(round_ms: list[float], noisy_rounds: int) -> dict:
 
 
 def remeasure(config: StudyConfig, study: optuna.Study, rounds: int, everything: bool = False,
-              log: Callable[[str], None] = print) -> dict[int, dict]:
+              log: Callable[[str], None] = print, progress: bool = True) -> dict[int, dict]:
     """Re-time the selected trials of ``study`` in ``rounds`` alternating rounds (resuming stored
     rounds), store each trial's record, then mark which are on the confirmed front."""
     selected = select_trials(study, everything)
@@ -115,13 +116,13 @@ def remeasure(config: StudyConfig, study: optuna.Study, rounds: int, everything:
     if todo:
         log(f"re-measuring {len(todo)} trial(s) in {rounds} alternating rounds"
             f" ({len(selected) - len(todo)} already confirmed)")
-        _measure_rounds(config, study, todo, rounds, stored, log)
+        _measure_rounds(config, study, todo, rounds, stored, progress)
     _mark_front(study)
     return records(study)
 
 
 def _measure_rounds(config: StudyConfig, study: optuna.Study, todo: list[FrozenTrial], rounds: int,
-                    stored: dict[int, dict], log: Callable[[str], None]) -> None:
+                    stored: dict[int, dict], progress: bool) -> None:
     # TVM sizes its thread pool once per process: the largest thread count first
     todo = sorted(todo, key=lambda t: -int(t.user_attrs.get("threads") or 1))
     devices: dict[str, Device] = {}
@@ -129,7 +130,7 @@ def _measure_rounds(config: StudyConfig, study: optuna.Study, todo: list[FrozenT
     all_cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set()
     figures = {t.trial.number: list(stored.get(t.trial.number, {}).get("round_ms", [])) for t in timed}
     noisy = {t.trial.number: stored.get(t.trial.number, {}).get("noisy_rounds", 0) for t in timed}
-    for index in range(rounds):
+    for index in tqdm(range(rounds), desc="re-measuring", unit="round", disable=not progress):
         order = timed[index % len(timed):] + timed[:index % len(timed)]
         for item in order:
             number = item.trial.number
@@ -139,7 +140,6 @@ def _measure_rounds(config: StudyConfig, study: optuna.Study, todo: list[FrozenT
             figures[number].append(latency_ms)
             noisy[number] += was_noisy
             study.set_user_attr(f"{ATTRIBUTE}{number}", _record(figures[number], noisy[number]))
-        log(f"  round {index + 1}/{rounds} done")
     del timed, devices
     gc.collect()  # a board's session ends with its last reference
 
