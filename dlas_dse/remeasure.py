@@ -78,10 +78,10 @@ def _load(trial: FrozenTrial, cache_dir: str, devices: dict[str, Device]) -> _Ti
     """Rebuild ``trial``'s latency artifact from the cache, on its device from ``devices``."""
     config = trial.user_attrs["config"]
     layers = nest(config)
-    threads = create_device(layers["hardware"]).threads
-    device = devices.setdefault(layers["hardware"]["device"], create_device(layers["hardware"]))
+    own = create_device(layers["hardware"])
+    device = devices.setdefault(own.name, own)
     executable = rebuild_latency_executable(config, cache_dir, device, trial.user_attrs["build"]["build_key"])
-    return _Timed(trial, executable, device, threads, load_dataset(layers["dataset"]).val_x[:1])
+    return _Timed(trial, executable, device, own.threads, load_dataset(layers["dataset"]).val_x[:1])
 
 
 def _time_once(timed: _Timed, protocol: dict, all_cores: set[int]) -> tuple[float, bool]:

@@ -49,17 +49,21 @@ def test_proc_stat_without_its_cpu_line_is_an_error():
         parse_proc_stat("intr 1\n", 100.0)
 
 
-def test_the_real_counters_see_a_busy_neighbour():
-    counters = LocalCounters()
+def interference_beside_a_busy_neighbour(counters) -> float:
+    """Interference read through ``counters`` over 1 s while another process keeps one core busy."""
     neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"])
     try:
         time.sleep(0.3)
         before = counters()
         time.sleep(1.0)
-        busy = interference(before, counters())
+        return interference(before, counters())
     finally:
         neighbour.kill()
         neighbour.wait()
+
+
+def test_the_real_counters_see_a_busy_neighbour():
+    busy = interference_beside_a_busy_neighbour(LocalCounters())
     assert busy > 0.6  # one core's worth, less what the scheduler gave others
 
 
@@ -141,15 +145,7 @@ def test_a_board_reports_its_own_interference(tmp_path):
         quiet_before = counters()
         time.sleep(1.0)
         quiet = interference(quiet_before, counters())
-        neighbour = subprocess.Popen([sys.executable, "-c", "while True: pass"])
-        try:
-            time.sleep(0.3)
-            before = counters()
-            time.sleep(1.0)
-            busy = interference(before, counters())
-        finally:
-            neighbour.kill()
-            neighbour.wait()
+        busy = interference_beside_a_busy_neighbour(counters)
         del session, counters
         gc.collect()
     assert busy > 0.6 and busy > quiet + 0.5
