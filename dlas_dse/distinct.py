@@ -10,7 +10,10 @@ up to ``resamples`` times while the proposal is taken, then falls back to a rand
 of the enumerated space when the space is finite; every suggestion of the trial then returns that
 configuration. The real sampler keeps its own state (NSGA-II generations, TPE's history, the
 surrogate's choice), so any Optuna sampler can be wrapped. Trials with fixed parameters (enqueued:
-grid points, retries of interrupted trials) pass through untouched.
+grid points, retries of interrupted trials) pass through untouched. Proposing and claiming happen
+under ``claim_lock`` (a lock on the study's storage): the proposal is written as the trial's
+``config`` attribute before the lock is released, so processes sharing a study never propose the
+same configuration at the same moment.
 
 What cannot be avoided is reported in the trial's :class:`Proposal`: a finite space whose every
 valid configuration is measured (or running elsewhere) is ``exhausted``; a repeat the sampler
@@ -20,10 +23,11 @@ results answer it.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import random
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable, ContextManager
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
@@ -100,8 +104,8 @@ class DistinctSampler(optuna.samplers.BaseSampler):
     avoided)."""
 
     def __init__(self, sampler: optuna.samplers.BaseSampler, space: SearchSpace, seed: int | None = None,
-                 resamples: int = RESAMPLES):
-        self.sampler, self.space, self.resamples = sampler, space, resamples
+                 resamples: int = RESAMPLES, claim_lock: Callable[[], ContextManager] = contextlib.nullcontext):
+        self.sampler, self.space, self.resamples, self.claim_lock = sampler, space, resamples, claim_lock
         self._rng = random.Random(seed)
         self._proposals: dict[int, Proposal] = {}
 
@@ -162,8 +166,13 @@ class DistinctSampler(optuna.samplers.BaseSampler):
 
     def before_trial(self, study: optuna.Study, trial: FrozenTrial) -> None:
         self.sampler.before_trial(study, trial)
-        if "fixed_params" not in trial.system_attrs:
-            self._proposals[trial.number] = self.propose(study, trial)
+        if "fixed_params" in trial.system_attrs:
+            return
+        with self.claim_lock():
+            proposal = self.propose(study, trial)
+            if proposal.config is not None and proposal.repeat_of is None:  # claimed: running with it
+                study._storage.set_trial_user_attr(trial._trial_id, "config", proposal.config)
+        self._proposals[trial.number] = proposal
 
     def after_trial(self, study: optuna.Study, trial: FrozenTrial, state: TrialState,
                     values: list[float] | None) -> None:

@@ -9,18 +9,13 @@ the stage's artifact, whatever the order or the worker that reaches them first.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
-import zlib
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Iterator
 
 import optuna
-import sqlalchemy
 
 from dlas_dse.registry import LAYERS
 from dlas_dse.space import Config, SearchSpace, config_key
+from dlas_dse.storage_lock import storage_lock
 
 STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "trainings": ("dataset.", "model."),
@@ -76,32 +71,6 @@ def plan_grid(space: SearchSpace) -> GridPlan:
                                  if point.get("software.tuning") == "metaschedule"})
     stages["measurements"] = len(points)
     return GridPlan(points, per_layer, stages)
-
-
-@contextlib.contextmanager
-def storage_lock(storage: optuna.storages.RDBStorage, name: str) -> Iterator[None]:
-    """An exclusive lock named ``name`` across every process using ``storage``: a PostgreSQL or
-    MySQL advisory lock on the database server, a file lock beside an SQLite file."""
-    url = storage.engine.url
-    if url.get_backend_name() == "sqlite":
-        with open(Path(str(url.database) + f".{name}.lock"), "w") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield
-        return
-    with storage.engine.connect() as connection:
-        if url.get_backend_name() == "postgresql":
-            key = zlib.crc32(name.encode())
-            connection.execute(sqlalchemy.text("SELECT pg_advisory_lock(:key)"), {"key": key})
-            try:
-                yield
-            finally:
-                connection.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-        else:
-            connection.execute(sqlalchemy.text("SELECT GET_LOCK(:name, -1)"), {"name": name})
-            try:
-                yield
-            finally:
-                connection.execute(sqlalchemy.text("SELECT RELEASE_LOCK(:name)"), {"name": name})
 
 
 def enqueue_grid(study: optuna.Study, storage: optuna.storages.RDBStorage, space: SearchSpace) -> int:

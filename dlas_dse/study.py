@@ -12,6 +12,7 @@ import socket
 import sys
 import time
 import warnings
+import zlib
 from pathlib import Path
 from typing import Callable
 
@@ -26,6 +27,7 @@ from dlas_dse.distinct import DistinctSampler, Proposal
 from dlas_dse.grid import enqueue_grid
 from dlas_dse.registry import LAYERS
 from dlas_dse.space import SearchSpace, nest
+from dlas_dse.storage_lock import storage_lock
 from dlas_dse.trial import (STAGES, TrialFailure, run_trial, start_worker_server,
                             use_thread_lock_for_progress_bars)
 
@@ -40,31 +42,55 @@ MAX_EXCLUDED_IN_A_ROW = 200
 """Stop when the sampler keeps proposing combinations the space's constraints exclude."""
 
 
-def make_sampler(study: StudyConfig, name: str | None = None) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler named in the study (or ``name``), seeded with the study's seed; every
-    sampler but the grid's (whose points are enqueued once each) is wrapped in
-    :class:`DistinctSampler`, so no configuration is measured twice."""
+def make_sampler(study: StudyConfig, name: str | None = None,
+                 storage: optuna.storages.BaseStorage | None = None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler named in the study (or ``name``), seeded for this process (see
+    :func:`sampler_seed`); every sampler but the grid's (whose points are enqueued once each) is
+    wrapped in :class:`DistinctSampler`, so no configuration is measured twice, and proposes under
+    a lock on ``storage``, so processes sharing the study never propose the same one at once."""
     name = name or study.sampler
-    sampler = _named_sampler(study, name)
-    return sampler if name == "grid" else DistinctSampler(sampler, study.space, study.seed)
+    seed = sampler_seed(study.seed, stored_trials(storage, study.name) if storage else 0)
+    sampler = _named_sampler(study, name, seed)
+    if name == "grid":
+        return sampler
+    return DistinctSampler(sampler, study.space, seed,
+                           claim_lock=lambda: storage_lock(storage, f"dlas-propose-{study.name}"))
 
 
-def _named_sampler(study: StudyConfig, name: str) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler called ``name``, with the study's options and seed."""
+def sampler_seed(seed: int | None, stored: int) -> int | None:
+    """The seed of this process's sampler: the study's ``seed`` on a new study; on a study that
+    already holds ``stored`` trials (resumed, or shared with other processes) a seed derived from
+    both, so that the process continues the search instead of replaying the sequence of proposals
+    its predecessors already measured."""
+    if seed is None or stored == 0:
+        return seed
+    return zlib.crc32(f"{seed}:{stored}".encode())
+
+
+def stored_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
+    """How many trials the study ``name`` holds in ``storage`` (0 when it does not exist yet)."""
+    try:
+        return len(storage.get_all_trials(storage.get_study_id_from_name(name), deepcopy=False))
+    except KeyError:
+        return 0
+
+
+def _named_sampler(study: StudyConfig, name: str, seed: int | None) -> optuna.samplers.BaseSampler:
+    """The Optuna sampler called ``name``, with the study's options and ``seed``."""
     options = study.sampler_options if name == study.sampler else {}
     if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=study.seed, **options)
+        return optuna.samplers.NSGAIISampler(seed=seed, **options)
     if name == "tpe":
-        return optuna.samplers.TPESampler(seed=study.seed, **options)
+        return optuna.samplers.TPESampler(seed=seed, **options)
     if name == "surrogate":
         from dlas_dse.surrogate.sampler import SurrogateSampler
 
         if set(study.objectives) != set(OBJECTIVES):
             raise ConfigError(study.source, "objectives", f"the surrogate sampler optimises all of "
                               f"{', '.join(OBJECTIVES)}; this study has {', '.join(study.objectives)}")
-        return SurrogateSampler(study.space, study.cache_dir, study.seed, **options)
+        return SurrogateSampler(study.space, study.cache_dir, seed, **options)
     # "random", and "grid", whose points are enqueued by run_study before sampling starts
-    return optuna.samplers.RandomSampler(seed=study.seed)
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
 def open_storage(url: str, heartbeat_interval_s: int = HEARTBEAT_INTERVAL_S,
@@ -117,7 +143,7 @@ def open_study(study: StudyConfig, storage: optuna.storages.BaseStorage,
                sampler: str | None = None) -> optuna.Study:
     """Create the study in ``storage``, or load it when it exists (its objectives must match)."""
     opened = optuna.create_study(study_name=study.name, storage=storage, directions=study.directions,
-                                 sampler=make_sampler(study, sampler), load_if_exists=True)
+                                 sampler=make_sampler(study, sampler, storage), load_if_exists=True)
     stored = opened.user_attrs.get("objectives")
     if stored is not None and stored != list(study.objectives) or [
             d.name.lower() for d in opened.directions] != study.directions:
@@ -193,6 +219,25 @@ def counted_trials(study: optuna.Study) -> int:
     retried |= {t.number for t in trials if t.user_attrs.get("interrupted")}
     return sum(1 for t in trials if t.state == TrialState.COMPLETE
                or (t.state == TrialState.FAIL and t.number not in retried))
+
+
+BUDGET_CLAIM = "claimed_budget"
+"""A running trial's attribute: it holds one of the study's trials, whichever process runs it."""
+
+
+def claim_budget(study: optuna.Study, storage: optuna.storages.BaseStorage, trial: optuna.Trial,
+                 target: int) -> bool:
+    """Whether ``trial`` may run within the budget of ``target`` trials shared by every process on
+    the study - the finished trials that count plus the running ones that claimed a place before -,
+    claiming its place if so; counted and claimed under the storage's lock, so the budget holds
+    on any storage however many processes run the study."""
+    with storage_lock(storage, f"dlas-budget-{study.study_name}"):
+        running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+        claimed = sum(1 for t in running if t.user_attrs.get(BUDGET_CLAIM) and t.number != trial.number)
+        if counted_trials(study) + claimed >= target:
+            return False
+        trial.set_user_attr(BUDGET_CLAIM, True)
+        return True
 
 
 def _waiting(study: optuna.Study) -> int:
@@ -324,6 +369,10 @@ def run_study(config: StudyConfig, n_trials: int | None = None, storage_url: str
             trial.set_user_attr("no_grid_point_left", True)
             study.stop()
             raise optuna.TrialPruned("no grid point was left to run")
+        if not claim_budget(study, storage, trial, target):  # other processes' trials took the rest
+            trial.set_user_attr("over_budget", True)
+            study.stop()
+            raise optuna.TrialPruned(f"the budget of {target} trials is taken by finished and running trials")
         trial.set_user_attr("worker", _worker_identity())
         proposal: Proposal | None = distinct.proposal(trial.number) if distinct else None
         if proposal and proposal.exhausted:  # other workers took the last configurations meanwhile

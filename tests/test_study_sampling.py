@@ -185,3 +185,65 @@ def test_unavoidable_repeats_are_answered_from_storage(quickstart, monkeypatch, 
         assert repeat.user_attrs["config"] == original.user_attrs["config"] and repeat.values == original.values
         assert repeat.user_attrs["time_trial_s"] == 0.0
     assert capsys.readouterr().out.count("answered from storage, nothing measured") == 4
+
+
+MADE_UP_STUDY = """\
+import dataclasses, sys, time
+import dlas_dse.study as study_module
+from dlas_dse.config import load_study
+from dlas_dse.space import Parameter, SearchSpace
+
+def run_trial(config, settings, cache_dir, timeout_s, on_stage):
+    time.sleep(0.3)
+    values = [0.8, 10 * config["model.learning_rate"], 9e6]
+    return {"values": dict(zip(["accuracy", "latency_ms", "size_bytes"], values)),
+            "attributes": {"time_worker_start_s": 0.0}}
+
+study_module.run_trial, study_module.preflight = run_trial, lambda space: None
+study_module.start_worker_server = lambda: None
+space = SearchSpace("continuous", "test", [Parameter("model.learning_rate", "range", low=0.01, high=0.1)])
+config = dataclasses.replace(load_study("quickstart"), space=space, sampler=sys.argv[2],
+                             sampler_options={}, n_trials=int(sys.argv[3]))
+study_module.run_study(config, storage_url=sys.argv[1], progress=False)
+"""
+
+
+def run_made_up_studies(storage: str, sampler: str, n_trials: int, processes: int) -> None:
+    """``processes`` processes running one study on ``storage`` at once, each trial answered by a
+    made-up measurement of 0.3 s (real storage, samplers and processes; no model built)."""
+    import subprocess
+    import sys
+
+    started = [subprocess.Popen([sys.executable, "-c", MADE_UP_STUDY, storage, sampler, str(n_trials)])
+               for _ in range(processes)]
+    assert [process.wait(timeout=300) for process in started] == [0] * processes
+
+
+@pytest.mark.parametrize("sampler", ["random", "tpe"])
+def test_two_processes_on_one_study_share_its_budget_and_never_measure_one_configuration_twice(sampler, tmp_path):
+    storage = f"sqlite:///{tmp_path}/shared.db"
+    run_made_up_studies(storage, sampler, n_trials=6, processes=2)
+    study = optuna.load_study(study_name="quickstart", storage=storage)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 6
+    assert len(set(complete_configs(study))) == 6
+    assert not any("repeat_of" in t.user_attrs for t in complete)
+    assert len({t.user_attrs["worker"]["pid"] for t in complete}) == 2  # both processes ran trials
+
+
+def test_a_resumed_study_continues_the_search_instead_of_replaying_it(tmp_path):
+    storage = f"sqlite:///{tmp_path}/resumed.db"
+    run_made_up_studies(storage, "random", n_trials=12, processes=1)  # then "crashes": a new process resumes
+    run_made_up_studies(storage, "random", n_trials=24, processes=1)
+    study = optuna.load_study(study_name="quickstart", storage=storage)
+    complete = study.get_trials(states=(TrialState.COMPLETE,))
+    assert len(complete) == 24 and len(set(complete_configs(study))) == 24
+    assert not any("repeat_of" in t.user_attrs for t in complete)  # replaying the seed's sequence repeats
+
+
+def test_a_resumed_process_derives_its_seed_from_the_study_and_what_it_holds():
+    from dlas_dse.study import sampler_seed
+
+    assert sampler_seed(0, 0) == 0 and sampler_seed(None, 5) is None
+    assert len({sampler_seed(0, n) for n in range(1, 50)} | {0}) == 50
+    assert sampler_seed(0, 7) == sampler_seed(0, 7) != sampler_seed(1, 7)
