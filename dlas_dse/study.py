@@ -107,9 +107,11 @@ def open_storage(url: str, heartbeat_interval_s: int = HEARTBEAT_INTERVAL_S,
     for attempt in range(1, SCHEMA_ATTEMPTS):
         try:
             return storage()
-        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError, sqlalchemy.exc.OperationalError) as error:
             # workers started at once on an empty database race to create Optuna's tables and
-            # types; the losers find them created a moment later
+            # types; the losers find them created a moment later (SQLite says "already exists")
+            if isinstance(error, sqlalchemy.exc.OperationalError) and "already exists" not in str(error):
+                raise
             time.sleep(0.5 * attempt)
     return storage()
 
