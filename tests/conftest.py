@@ -8,7 +8,12 @@ import sys
 import textwrap
 from pathlib import Path
 
+import uuid
+
 import pytest
+import sqlalchemy
+
+POSTGRES_SERVER = os.environ.get("DLAS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 
 TINY_SPACE = """\
 description: tiny test space
@@ -121,3 +126,21 @@ def finished_study(tmp_path_factory) -> tuple[Project, str]:
     result = project.run("optimize", "--study", "finished", "--no-progress", timeout=1800)
     assert result.returncode == 0, result.stderr[-3000:]
     return project, "finished"
+
+
+@pytest.fixture
+def database():
+    """A fresh PostgreSQL database for this test (dropped afterwards); yields its URL."""
+    name = f"dlas_test_{uuid.uuid4().hex[:12]}"
+    try:
+        engine = sqlalchemy.create_engine(POSTGRES_SERVER, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
+    except sqlalchemy.exc.OperationalError as error:
+        pytest.skip(f"no PostgreSQL server reachable at {POSTGRES_SERVER} (set DLAS_TEST_POSTGRES): {error.orig}")
+    try:
+        yield POSTGRES_SERVER.rsplit("/", 1)[0] + f"/{name}"
+    finally:
+        with engine.connect() as connection:
+            connection.execute(sqlalchemy.text(f"DROP DATABASE {name} WITH (FORCE)"))
+        engine.dispose()

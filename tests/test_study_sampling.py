@@ -219,9 +219,10 @@ def run_made_up_studies(storage: str, sampler: str, n_trials: int, processes: in
     assert [process.wait(timeout=300) for process in started] == [0] * processes
 
 
-@pytest.mark.parametrize("sampler", ["random", "tpe"])
-def test_two_processes_on_one_study_share_its_budget_and_never_measure_one_configuration_twice(sampler, tmp_path):
-    storage = f"sqlite:///{tmp_path}/shared.db"
+@pytest.mark.parametrize("sampler, server", [("random", "sqlite"), ("tpe", "sqlite"), ("random", "postgresql")])
+def test_two_processes_on_one_study_share_its_budget_and_never_measure_one_configuration_twice(
+        sampler, server, tmp_path, request):
+    storage = request.getfixturevalue("database") if server == "postgresql" else f"sqlite:///{tmp_path}/shared.db"
     run_made_up_studies(storage, sampler, n_trials=6, processes=2)
     study = optuna.load_study(study_name="quickstart", storage=storage)
     complete = study.get_trials(states=(TrialState.COMPLETE,))

@@ -11,37 +11,16 @@ import signal
 import socket
 import subprocess
 import time
-import uuid
 
 import optuna
 import psutil
 import pytest
-import sqlalchemy
 from optuna.trial import TrialState
 
 pytestmark = pytest.mark.slow
-SERVER = os.environ.get("DLAS_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
 GRID_SPACE_CHANGES = {"  technique: none\n": "  technique: {choices: [none, fp16]}\n",
                       "  conv: direct\n": "  conv: {choices: [direct, gemm]}\n"}
 POINTS = 2 * 2 * 2  # compression x algorithm x threads
-
-
-@pytest.fixture
-def database():
-    """A fresh PostgreSQL database for this test (dropped afterwards); yields its URL."""
-    name = f"dlas_test_{uuid.uuid4().hex[:12]}"
-    try:
-        engine = sqlalchemy.create_engine(SERVER, isolation_level="AUTOCOMMIT")
-        with engine.connect() as connection:
-            connection.execute(sqlalchemy.text(f"CREATE DATABASE {name}"))
-    except sqlalchemy.exc.OperationalError as error:
-        pytest.skip(f"no PostgreSQL server reachable at {SERVER} (set DLAS_TEST_POSTGRES): {error.orig}")
-    try:
-        yield SERVER.rsplit("/", 1)[0] + f"/{name}"
-    finally:
-        with engine.connect() as connection:
-            connection.execute(sqlalchemy.text(f"DROP DATABASE {name} WITH (FORCE)"))
-        engine.dispose()
 
 
 def grid_study(project) -> str:
