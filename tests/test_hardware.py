@@ -3,9 +3,11 @@ the devices command and the --hardware override."""
 
 from __future__ import annotations
 
+import collections
 import glob
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -23,6 +25,7 @@ from dlas_dse.stack.algorithms import apply_algorithm, build_pipeline
 from dlas_dse.stack.algorithms.schedule import vector_bits
 from dlas_dse.stack.compiler import BuildRequest, compile_model, fold_batchnorm, to_relax
 from dlas_dse.stack.compression import calibrate_input_scales
+from dlas_dse.stack.cpu_features import host_features
 from dlas_dse.stack.hardware import create_device, cuda_status, load_catalogue
 from dlas_dse.stack.precision import PRECISIONS
 from dlas_dse.stack.remote import free_port
@@ -154,6 +157,62 @@ def test_cross_compiling_for_edge_arm_gives_an_aarch64_shared_object(tmp_path):
 ])
 def test_default_schedules_use_the_cpus_real_vector_width(target, bits):
     assert vector_bits(tvm.target.Target(target)) == bits
+
+
+def _vector_registers(library: Path) -> collections.Counter:
+    """How often the disassembly of ``library`` names xmm, ymm and zmm registers."""
+    assembly = subprocess.run(["objdump", "-d", "--no-show-raw-insn", str(library)], capture_output=True,
+                              text=True, check=True).stdout
+    return collections.Counter(re.findall(r"%([xyz]mm)\d+", assembly))
+
+
+def test_one_cpu_held_to_two_instruction_sets_runs_different_code_and_both_match_pytorch(tmp_path):
+    """host-cpu compiles for everything this CPU has, x86-avx2 for AVX2 only: the same model gives
+    different machine code (no 512-bit zmm registers for x86-avx2), and both builds run here,
+    match PyTorch and are timed."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(16, 32, 3, padding=1), torch.nn.ReLU(),
+                                torch.nn.Conv2d(32, 32, 3, padding=1), torch.nn.Flatten(),
+                                torch.nn.Linear(32 * 16 * 16, 10)).eval()
+    images = torch.randn(2, 16, 16, 16)
+    with torch.no_grad():
+        expected = model(images).numpy()
+    cache, registers = ArtifactCache(tmp_path), {}
+    for name in ("host-cpu", "x86-avx2"):
+        device = create_device({"device": name, "threads": 1})
+        assert device.status()[0], device.status()
+        request = BuildRequest(model, {"test": "isa"}, (16, 16, 16), 2, {"conv": "direct", "layout": "NCHW",
+                                                                         "format": "dense"}, UNTUNED, device)
+        executable, record = compile_model(request, cache)
+        assert abs(executable.run(images.numpy()) - expected).max() < 1e-4 * max(1.0, abs(expected).max())
+        assert min(executable.time_runs(images.numpy(), 3)) > 0
+        registers[name] = _vector_registers(cache.path("build", record["build_key"]) / "model.so")
+    assert registers["x86-avx2"]["ymm"] > 0 and registers["x86-avx2"]["zmm"] == 0
+    if "avx512f" in host_features():
+        assert registers["host-cpu"]["zmm"] > 0
+    assert registers["host-cpu"] != registers["x86-avx2"]
+
+
+def test_a_target_needing_instructions_this_cpu_lacks_is_not_reachable(project):
+    lacking = next(feature for feature in ("sse4a", "amx-fp16", "avx512vp2intersect")
+                   if feature.replace("-", "") not in host_features())
+    project.write("search_spaces", "hardware", f"""\
+        devices:
+          host-cpu: {{kind: local-cpu}}
+          future-cpu: {{kind: local-cpu, target: {{kind: llvm, mcpu: x86-64, mattr: ["+{lacking}"]}}}}
+          other-arch: {{kind: local-cpu, target: {{kind: llvm, mtriple: aarch64-linux-gnu}}}}
+        """)
+    listing = project.run("devices")
+    assert listing.returncode == 0, listing.stderr
+    lines = {line.split()[0]: line for line in listing.stdout.splitlines() if line.startswith("  ") and line.split()}
+    assert "ready" in lines["host-cpu"]
+    assert "NOT REACHABLE" in lines["future-cpu"] and f"needs {lacking.replace('-', '')}" in lines["future-cpu"]
+    assert "NOT REACHABLE" in lines["other-arch"] and "aarch64 code" in lines["other-arch"]
+    name = project.tiny()
+    result = project.run("optimize", "--study", name, "--hardware", "future-cpu")
+    assert result.returncode == 2, result.stderr
+    assert "hardware.device future-cpu" in result.stderr and "this CPU lacks" in result.stderr
+    assert not (project.root / "results").exists()
 
 
 def _small_convnet() -> torch.nn.Module:

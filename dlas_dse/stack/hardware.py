@@ -2,7 +2,8 @@
 
 The catalogue (``search_spaces/hardware.yaml``; a project's own file wins over the checkout's)
 names devices; each has a kind — ``local-cpu``, ``cuda`` or ``rpc`` — implemented here by one
-:class:`Device` subclass. Every catalogue device becomes an entry of the hardware registry, with
+:class:`Device` subclass. Several ``local-cpu`` devices may share this CPU with different targets
+(instruction-set levels); one whose target needs what the CPU lacks is not reachable. Every catalogue device becomes an entry of the hardware registry, with
 ``threads`` (1 … its cores) and a built-in rule that keeps thread counts within them.
 """
 
@@ -20,6 +21,7 @@ import tvm
 from dlas_dse.cache import ArtifactCache
 from dlas_dse.files import ConfigError, project_root, read_yaml, unknown_field
 from dlas_dse.registry import DEVICES, Param, PreflightError, Rule
+from dlas_dse.stack.cpu_features import why_not_runnable_here
 from dlas_dse.stack.measurement import CpuTimes, local_counters, set_runtime_threads
 from dlas_dse.stack.peak import cpu_peak
 from dlas_dse.stack.remote import RemoteSession, how_to_start, parse_address, tracker_address, tracker_status
@@ -100,6 +102,9 @@ class LocalCPU(Device):
         return super().peak(cache) or cpu_peak(cache, self.description, self.threads, measure, self.target)
 
     def status(self) -> tuple[bool, str]:
+        why_not = why_not_runnable_here(self.target)
+        if why_not:
+            return False, f"{why_not} ({self.description})"
         return True, f"{self.cores} cores, -mcpu {self.target.get('mcpu')}"
 
 
@@ -204,10 +209,10 @@ class CatalogueEntry:
 
 
 def _local_cpu(entry: CatalogueEntry, threads: int) -> Device:
-    mcpu = str(tvm.target.codegen.llvm_get_system_cpu())
-    target = entry.target or {"kind": "llvm", "mcpu": mcpu, "num-cores": entry.cores}
-    return LocalCPU(entry.name, target, threads, cpu_model(), entry.cores, {"mcpu": mcpu, "kind": entry.kind},
-                    entry.peak_gflops)
+    """This CPU, through the catalogue's target (e.g. an older ISA level) or the detected ``-mcpu``."""
+    target = dict(entry.target or {"kind": "llvm", "mcpu": str(tvm.target.codegen.llvm_get_system_cpu())})
+    target.setdefault("num-cores", entry.cores)
+    return LocalCPU(entry.name, target, threads, cpu_model(), entry.cores, {"kind": entry.kind}, entry.peak_gflops)
 
 
 def _cuda(entry: CatalogueEntry, threads: int) -> Device:

@@ -74,17 +74,21 @@ def model_descriptors(config: Config) -> dict:
 
 @functools.lru_cache(maxsize=None)
 def _device_descriptors(device: str, threads: int, cache_dir: str) -> dict:
+    from dlas_dse.stack.algorithms.schedule import vector_bits
     from dlas_dse.stack.hardware import create_device
 
     target = create_device({"device": device, "threads": threads})
     peak = target.peak(ArtifactCache(cache_dir), measure=False)
+    compiled_for = target.tvm_target()
     return {"device_kind": target.details.get("kind", "unknown"), "threads_used": target.threads,
-            "cores": target.cores, "peak_gflops": peak["gflops"] if peak else math.nan}
+            "cores": target.cores, "peak_gflops": peak["gflops"] if peak else math.nan,
+            "vector_bits": vector_bits(compiled_for) if compiled_for.kind.name == "llvm" else math.nan}
 
 
 def hardware_descriptors(config: Config, cache_dir: str) -> dict:
-    """The device's kind, the threads the trial runs with (0 means all cores), its cores, and its
-    float32 peak where it was measured (NaN otherwise)."""
+    """The device's kind, the threads the trial runs with (0 means all cores), its cores, its
+    float32 peak where it was measured (NaN otherwise) and its CPU target's vector width (the
+    instruction-set level of one CPU held to different targets; NaN for GPUs)."""
     hardware = nest(config).get("hardware", {})
     return _device_descriptors(hardware.get("device", "host-cpu"), int(hardware.get("threads", 0)), cache_dir)
 
