@@ -193,7 +193,9 @@ def _choices(values: list[str]):
 def _grid(args: argparse.Namespace) -> int:
     from dlas_dse.config import check_grid, check_storage_url, load_study
     from dlas_dse.grid import plan_grid
+    from dlas_dse.registry import PreflightError
     from dlas_dse.report import describe_study
+    from dlas_dse.stack.hardware import create_device
     from dlas_dse.study import run_study
 
     overrides = {name: _choices(values) for name, values in (
@@ -202,9 +204,16 @@ def _grid(args: argparse.Namespace) -> int:
     config = load_study(args.study, overrides)
     check_grid(config.space, config.source, "space")
     plan = plan_grid(config.space)
-    print(f"study {config.name}: space {config.space.name}\n{plan.describe()}")
+    status = {name: create_device({"device": name, "threads": 0}).status() for name in plan.per_platform}
+    print(f"study {config.name}: space {config.space.name}\n{plan.describe(status)}")
     if args.dry_run:
         return 0
+    unreachable = [name for name, (usable, _) in status.items() if not usable]
+    if unreachable:
+        reachable = " ".join(name for name in status if name not in unreachable)
+        raise PreflightError(f"the grid's platforms {', '.join(unreachable)} cannot be reached now (above: why); "
+                             + (f"run the others with `grid --study {args.study} --hardware {reachable}`"
+                                if reachable else "bring them up first (python -m dlas_dse devices)"))
     if args.storage:
         check_storage_url(args.storage, "command line", "--storage")
     study = run_study(config, storage_url=args.storage, sampler="grid", progress=not args.no_progress)

@@ -9,6 +9,7 @@ the stage's artifact, whatever the order or the worker that reaches them first.
 
 from __future__ import annotations
 
+import collections
 from dataclasses import dataclass
 
 import optuna
@@ -48,12 +49,20 @@ class GridPlan:
     """Distinct settings of each layer's parameters among the points."""
     stages: dict[str, int]
     """How many times each expensive stage runs for the whole grid."""
+    per_platform: dict[str, int]
+    """Points per hardware device."""
 
-    def describe(self) -> str:
-        """A table a person reads before committing machines to the grid."""
+    def describe(self, platform_status: dict[str, tuple[bool, str]] | None = None) -> str:
+        """A table a person reads before committing machines to the grid (with each platform's
+        ``(usable, why)`` where given)."""
         lines = [f"{len(self.points)} grid points (every valid combination, each run once)", "",
                  "distinct settings per layer:"]
         lines += [f"  {layer:<12} {count}" for layer, count in self.per_layer.items()]
+        lines += ["", "points per platform (hardware.device):"]
+        for device, count in self.per_platform.items():
+            usable, why = (platform_status or {}).get(device, (None, ""))
+            state = "" if usable is None else f"   {'ready' if usable else 'NOT REACHABLE'}: {why}"
+            lines.append(f"  {device:<12} {count:>6}{state}")
         lines += ["", "expensive stages, shared through the artifact cache:"]
         lines += [f"  {stage:<13} {count:>6}   {STAGE_NOTES[stage]}" for stage, count in self.stages.items()]
         return "\n".join(lines)
@@ -70,7 +79,8 @@ def plan_grid(space: SearchSpace) -> GridPlan:
     stages["tuning runs"] = len({_key(point, STAGE_INPUTS["builds"]) for point in points
                                  if point.get("software.tuning") == "metaschedule"})
     stages["measurements"] = len(points)
-    return GridPlan(points, per_layer, stages)
+    per_platform = collections.Counter(point.get("hardware.device", "") for point in points)
+    return GridPlan(points, per_layer, stages, dict(per_platform))
 
 
 def enqueue_grid(study: optuna.Study, storage: optuna.storages.RDBStorage, space: SearchSpace) -> int:

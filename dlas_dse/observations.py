@@ -531,16 +531,18 @@ def _sparsity_settings(table: pd.DataFrame) -> dict[str, list[tuple[float, Cell,
 
 @observation("Compression speedups differ across hardware (their order changes)")
 def compression_order_across_platforms(frame: pd.DataFrame) -> Finding:
-    """Per pair of platforms: two compressions (or one and none) whose order swaps, each >5% ahead of the
-    other on one platform (geometric mean over the groups measured with both)."""
+    """Per pair of platforms (devices; thread counts are settings within one): two compressions (or one
+    and none) whose order swaps, each >5% ahead of the other on one platform (geometric mean over the
+    groups measured with both)."""
     dense = frame[frame["algorithm.format"] == "dense"] if "algorithm.format" in frame else frame
     table = _table(dense, "compression.technique",
                    also_varying=tuple(c for c in config_columns(frame) if c.startswith("compression.")))
     if table.empty or "none" not in table.columns:
         return Finding(NOT_ENOUGH_DATA, "needs compressed and uncompressed trials with every other "
                        "parameter equal")
-    names = [n for n in ("hardware.device", "hardware.threads") if n in table.index.names]
-    platforms = {_label(key, names, names): part for key, part in table.groupby(level=names)}
+    names = [n for n in ("hardware.device",) if n in table.index.names]  # thread counts: within a platform
+    platforms = ({_label(key, names, names): part for key, part in table.groupby(level=names)} if names
+                 else {"all trials": table})
     lines = [f"- {platform}: " + ", ".join(f"{t} x{_value(speedup):.2f}" for t, speedup in _speedups(part))
              + " (geometric mean speedup over none)" for platform, part in platforms.items()]
     if len(platforms) < 2:

@@ -322,7 +322,11 @@ def register_catalogue(path: Path) -> None:
             DEVICES.rules.append(Rule(
                 f"{entry.name}-runs-tvm-only", {"hardware.device": (entry.name,)}, {"software.compiler": ("tvm",)},
                 f"{entry.name} is a {entry.kind} device: only the tvm compiler deploys to it"))
-        if entry.kind != "cuda":
+        if entry.kind == "cuda":
+            DEVICES.rules.append(Rule(
+                f"{entry.name}-has-no-host-threads", {"hardware.device": (entry.name,)}, {"hardware.threads": (0,)},
+                f"{entry.name} is a GPU: host threads do not change its trials, so hardware.threads is 0 there"))
+        else:
             DEVICES.rules.append(Rule(
                 f"threads-within-{entry.name}-cores", {"hardware.device": (entry.name,)},
                 {"hardware.threads": tuple(range(entry.cores + 1))},
