@@ -8,7 +8,8 @@ ResNet-18 at 32×32 with the CIFAR stem (random weights; BatchNorm folded), batc
    (each convolution magnitude-pruned to the sparsity), and the sparsity where sparse first wins;
 3. per layer: latency and GFLOP/s of every distinct convolution for every variant (the three
    largest convolutions are printed).
-Every compiled model is checked against PyTorch before it is timed.
+Every compiled model is checked against PyTorch before it is timed; a variant that fails is
+recorded with its reason and the others go on.
 
     python benchmarks/algorithms.py [--threads 2] [--min-time 1.0] [--skip-plain]
 """
@@ -16,6 +17,7 @@ Every compiled model is checked against PyTorch before it is timed.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import tempfile
 import time
@@ -24,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from common import ROOT, median_ms, random_model, save
+from common import ROOT, ResultsFile, median_ms, random_model, succeeded
 
 import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
@@ -117,24 +119,37 @@ def _seconds(call) -> float:
     return time.perf_counter() - started
 
 
-def per_layer(variants: dict[str, dict], timer: Timer) -> list[dict]:
-    """Latency and GFLOP/s of each distinct ResNet-18 convolution under each variant (sparse
-    variants on weights pruned to 0.9)."""
+def layer_specs() -> tuple[list, list[np.ndarray], list[np.ndarray]]:
+    """Each distinct ResNet-18 convolution with random dense weights and the same pruned to 0.9."""
     specs = list(dict.fromkeys(spec_from_call(c, "float32") for c in convolutions(to_relax(resnet18(), SHAPE))))
     rng = np.random.default_rng(0)
     dense = [rng.standard_normal((s.out_channels, s.in_per_group, s.kernel_h, s.kernel_w)).astype(np.float32)
              for s in specs]
-    pruned = [w * (rng.random(w.shape) >= 0.9) for w in dense]
-    rows = [{"conv": s.describe(), "macs": s.macs} for s in specs]
-    for name, params in variants.items():
-        weights = pruned if params["format"] == "sparse" else dense
-        mod, record = apply_algorithm(conv_module(specs, weights), params)
-        vm = build(mod)
-        for index, (spec, row, used) in enumerate(zip(specs, rows, record["convolutions"])):
-            data = rng.standard_normal((spec.batch, spec.in_channels, spec.height, spec.width)).astype(np.float32)
-            ms = timer.vm(vm, f"conv{index}", data)
-            row[name] = {"ms": ms, "gflops": 2 * spec.macs / ms / 1e6, "algorithm": used["algorithm"]}
+    return specs, dense, [w * (rng.random(w.shape) >= 0.9) for w in dense]
+
+
+def per_layer(params: dict, layers: tuple, timer: Timer) -> dict:
+    """Latency and GFLOP/s of each distinct convolution of ``layers`` (:func:`layer_specs`) under
+    one variant (sparse variants on the pruned weights): convolution → row."""
+    specs, dense, pruned = layers
+    mod, record = apply_algorithm(conv_module(specs, pruned if params["format"] == "sparse" else dense), params)
+    vm = build(mod)
+    rng, rows = np.random.default_rng(1), {}
+    for index, (spec, used) in enumerate(zip(specs, record["convolutions"])):
+        data = rng.standard_normal((spec.batch, spec.in_channels, spec.height, spec.width)).astype(np.float32)
+        ms = timer.vm(vm, f"conv{index}", data)
+        rows[spec.describe()] = {"macs": spec.macs, "ms": ms, "gflops": 2 * spec.macs / ms / 1e6,
+                                 "algorithm": used["algorithm"]}
     return rows
+
+
+def sparse_row(sparsity: float, conv: str, dense: dict, timer: Timer) -> dict:
+    """The sparse variant of ``conv`` at ``sparsity`` beside its dense latency (where measured)."""
+    row = run_model(resnet18(sparsity), {"conv": conv, "layout": "NCHW", "format": "sparse"}, timer)
+    row["dense_ms"] = dense.get(f"{conv} NCHW", {}).get("latency_ms")
+    print(f"sparse {conv:<13} {sparsity:4.2f}  {row['latency_ms']:8.2f} ms  (dense {row['dense_ms']} ms)",
+          flush=True)
+    return row
 
 
 def main() -> None:
@@ -145,49 +160,53 @@ def main() -> None:
     args = parser.parse_args()
     create_device({"device": "host-cpu", "threads": args.threads}).configure_runtime()
     timer = Timer(args.min_time)
-    started = time.perf_counter()
 
-    results: dict = {"peers": peers(timer, args.threads), "dense": {}, "sparse": {}}
+    results: dict = {"peers": peers(timer, args.threads), "dense": {}, "sparse": {}, "per_layer": {}}
+    out = ResultsFile("algorithms", results, args.threads)
     print(f"ONNX Runtime {results['peers']['onnxruntime']:.2f} ms, PyTorch eager "
           f"{results['peers']['pytorch_eager']:.2f} ms (measured again at the end)", flush=True)
     if not args.skip_plain:
-        results["peers"]["tvm_without_default_schedules"] = run_model(resnet18(), None, timer, scheduled=False)
+        out.attempt(results["peers"], "tvm_without_default_schedules",
+                    functools.partial(run_model, resnet18(), None, timer, scheduled=False))
     model = resnet18()
     for conv in ALGORITHMS.names():
         for layout in ("NCHW", "NHWC"):
-            row = run_model(model, {"conv": conv, "layout": layout, "format": "dense"}, timer)
-            results["dense"][f"{conv} {layout}"] = row
-            print(f"dense {conv:<13} {layout}  {row['latency_ms']:8.2f} ms  {row['convolutions_by_algorithm']}",
-                  flush=True)
+            row = out.attempt(results["dense"], f"{conv} {layout}", functools.partial(
+                run_model, model, {"conv": conv, "layout": layout, "format": "dense"}, timer))
+            if "failed" not in row:
+                print(f"dense {conv:<13} {layout}  {row['latency_ms']:8.2f} ms  {row['convolutions_by_algorithm']}",
+                      flush=True)
     for sparsity in SPARSITIES:
-        pruned = resnet18(sparsity)
         for conv in SPARSE_ALGORITHMS:
-            row = run_model(pruned, {"conv": conv, "layout": "NCHW", "format": "sparse"}, timer)
-            row["dense_ms"] = results["dense"][f"{conv} NCHW"]["latency_ms"]
-            results["sparse"][f"{conv} {sparsity}"] = row
-            print(f"sparse {conv:<13} {sparsity:4.2f}  {row['latency_ms']:8.2f} ms  "
-                  f"(dense {row['dense_ms']:.2f} ms: {row['dense_ms'] / row['latency_ms']:.2f}x)", flush=True)
+            out.attempt(results["sparse"], f"{conv} {sparsity}",
+                        functools.partial(sparse_row, sparsity, conv, results["dense"], timer))
+    sparse = succeeded(results["sparse"])
     results["sparse_first_wins_at"] = {
-        conv: next((s for s in SPARSITIES if results["sparse"][f"{conv} {s}"]["latency_ms"]
-                    < results["sparse"][f"{conv} {s}"]["dense_ms"]), None) for conv in SPARSE_ALGORITHMS}
+        conv: next((s for s in SPARSITIES if f"{conv} {s}" in sparse and sparse[f"{conv} {s}"]["dense_ms"]
+                    and sparse[f"{conv} {s}"]["latency_ms"] < sparse[f"{conv} {s}"]["dense_ms"]), None)
+        for conv in SPARSE_ALGORITHMS}
     variants = {f"{conv} {layout}": {"conv": conv, "layout": layout, "format": "dense"}
                 for conv in ALGORITHMS.names() for layout in ("NCHW", "NHWC")}
     variants.update({f"sparse_{conv} 0.9": {"conv": conv, "layout": "NCHW", "format": "sparse"}
                      for conv in SPARSE_ALGORITHMS})
-    results["per_layer"] = per_layer(variants, timer)
+    layers = layer_specs()
+    for name, params in variants.items():
+        out.attempt(results["per_layer"], name, functools.partial(per_layer, params, layers, timer))
     again = peers(timer, args.threads)  # the machine is shared: the peers once more, keep the faster
     results["peers_first_and_last"] = {name: [results["peers"][name], again[name]] for name in again}
     results["peers"].update({name: min(results["peers"][name], again[name]) for name in again})
-    for row in results["dense"].values():
+    dense = succeeded(results["dense"])
+    for row in dense.values():
         row["vs_onnxruntime"] = row["latency_ms"] / results["peers"]["onnxruntime"]
+    measured = succeeded(results["per_layer"])
     print("\nthe three largest convolutions (GFLOP/s):")
-    for row in sorted(results["per_layer"], key=lambda r: -r["macs"])[:3]:
-        print(f"  {row['conv']:<40} " + "  ".join(f"{name} {row[name]['gflops']:.1f}" for name in variants))
+    for conv, _ in sorted(next(iter(measured.values()), {}).items(), key=lambda item: -item[1]["macs"])[:3]:
+        print(f"  {conv:<40} " + "  ".join(f"{name} {rows[conv]['gflops']:.1f}" for name, rows in measured.items()))
     results["model"] = "resnet18 32x32 CIFAR stem, batch 1"
-    out = save("algorithms", results, args.threads, started)
+    path = out.save()
     print(f"ONNX Runtime {results['peers']['onnxruntime']:.2f} ms (faster of two runs); dense vs ONNX Runtime: "
-          + ", ".join(f"{name} {row['vs_onnxruntime']:.1f}x" for name, row in results["dense"].items()))
-    print(f"sparse first beats dense at: {results['sparse_first_wins_at']}\nsaved {out.relative_to(ROOT)}")
+          + ", ".join(f"{name} {row['vs_onnxruntime']:.1f}x" for name, row in dense.items()))
+    print(f"sparse first beats dense at: {results['sparse_first_wins_at']}\nsaved {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

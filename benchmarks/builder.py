@@ -4,7 +4,7 @@ The same model is tuned at the same budget twice, side by side in one run, each 
 tuning database: once with new build processes for every batch of candidates (what TVM's
 LocalBuilder does; `tuning.CANDIDATES_PER_BUILD_PROCESS = 1`) and once with them kept
 (`PooledBuilder`'s default). Every tuned build is checked against PyTorch; the tuning record gives
-the seconds, tasks and measured candidates.
+the seconds, tasks and measured candidates. A mode that fails is recorded with its reason.
 
     python benchmarks/builder.py [--models resnet18] [--trials-per-task 2] [--threads 2]
 """
@@ -12,15 +12,15 @@ the seconds, tasks and measured candidates.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 
-from common import random_model, save
+from common import ResultsFile, random_model, succeeded
 
 from dlas_dse.cache import ArtifactCache  # noqa: E402
 from dlas_dse.stack import tuning  # noqa: E402
@@ -61,18 +61,22 @@ def main() -> None:
     parser.add_argument("--trials-per-task", type=int, default=2)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     args = parser.parse_args()
-    started = time.perf_counter()
     results: dict = {"trials_per_task": args.trials_per_task, "models": {}}
+    out = ResultsFile("builder", results, args.threads)
     for architecture in args.models:
         rows = results["models"][architecture] = {}
         for mode, candidates_per_process in MODES.items():
-            rows[mode] = row = tune_once(architecture, args.trials_per_task, args.threads, candidates_per_process)
-            print(f"{architecture:<13} {mode:<45} {row['seconds']:7.0f} s  {row['measured_candidates']} candidates "
-                  f"+ {row['default_schedule_records']} default schedules over {row['tasks']} tasks", flush=True)
-        new, kept = (rows[mode]["seconds"] for mode in MODES)
-        results["models"][architecture]["speedup"] = new / kept
-        print(f"{architecture}: keeping the build processes tunes {new / kept:.2f}x faster", flush=True)
-    print(f"saved {save('builder', results, args.threads, started)}")
+            row = out.attempt(rows, mode, functools.partial(tune_once, architecture, args.trials_per_task,
+                                                            args.threads, candidates_per_process))
+            if "failed" not in row:
+                print(f"{architecture:<13} {mode:<45} {row['seconds']:7.0f} s  {row['measured_candidates']} "
+                      f"candidates + {row['default_schedule_records']} default schedules over {row['tasks']} tasks",
+                      flush=True)
+        if len(succeeded(rows)) == len(MODES):
+            new, kept = (rows[mode]["seconds"] for mode in MODES)
+            rows["speedup"] = new / kept
+            print(f"{architecture}: keeping the build processes tunes {new / kept:.2f}x faster", flush=True)
+    print(f"saved {out.save()}")
 
 
 if __name__ == "__main__":

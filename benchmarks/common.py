@@ -1,4 +1,5 @@
-"""What the benchmark scripts share: random-weight models, the latency protocol, saving results."""
+"""What the benchmark scripts share: random-weight models, the latency protocol, results files that
+record a failed configuration and go on."""
 
 from __future__ import annotations
 
@@ -14,6 +15,9 @@ import torch
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+# the processes a benchmark starts (the trials' fork server, the CLI) import this tree too, not
+# another checkout of dlas_dse that the interpreter has installed
+os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 from dlas_dse.registry import MODELS  # noqa: E402
 from dlas_dse.stack.hardware import cpu_model  # noqa: E402
@@ -75,10 +79,34 @@ def write_project(project: Path, files: dict[str, str]) -> None:
         path.write_text(text)
 
 
-def save(name: str, results: dict, threads: int, started: float) -> Path:
-    """Write ``results`` with the machine's description to ``benchmarks/results/<name>.json``."""
-    results.update({"cpu": cpu_model(), "cores": os.cpu_count(), "threads": threads,
-                    "seconds": time.perf_counter() - started, "date": time.strftime("%Y-%m-%d %H:%M")})
-    path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps(results, indent=1))
-    return path
+class ResultsFile:
+    """A benchmark's ``benchmarks/results/<name>.json``: written after every configuration
+    (``finished: false``) and at the end (``finished: true``), so a killed run keeps what it measured."""
+
+    def __init__(self, name: str, results: dict, threads: int):
+        self.name, self.results, self.threads, self.started = name, results, threads, time.perf_counter()
+
+    def attempt(self, rows: dict, label: str, run: Callable[[], dict]) -> dict:
+        """``rows[label] = run()``; a configuration that fails is recorded as ``{"failed": reason}``
+        and printed, and the benchmark goes on. Saves the file either way."""
+        try:
+            rows[label] = run()
+        except Exception as error:  # noqa: BLE001  (any failure of one configuration is its result)
+            rows[label] = {"failed": f"{type(error).__name__}: {error}"}
+            print(f"{label}: FAILED {rows[label]['failed']}", flush=True)
+        self.save(finished=False)
+        return rows[label]
+
+    def save(self, finished: bool = True) -> Path:
+        """Write the results with the machine's description."""
+        self.results.update({"cpu": cpu_model(), "cores": os.cpu_count(), "threads": self.threads,
+                             "seconds": time.perf_counter() - self.started, "finished": finished,
+                             "date": time.strftime("%Y-%m-%d %H:%M")})
+        path = RESULTS / f"{self.name}.json"
+        path.write_text(json.dumps(self.results, indent=1))
+        return path
+
+
+def succeeded(rows: dict) -> dict:
+    """The rows of ``rows`` whose configuration did not fail."""
+    return {label: row for label, row in rows.items() if "failed" not in row}

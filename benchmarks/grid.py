@@ -11,7 +11,7 @@ artifact cache, through the real CLI:
 
 The first two use the same per-trial calls, so their ratio is what caching saves, not process
 start-up. Stage counts come from each trial's `cache_hits` (misses = stages executed) and are
-compared with `grid --dry-run`'s plan.
+compared with `grid --dry-run`'s plan. A run that fails is recorded with its reason and the others go on.
 
     python benchmarks/grid.py [--models resnet18 mobilenet_v2] [--compressions none int8]
         [--convs direct gemm] [--tunings untuned metaschedule] [--phases reuse workers]
@@ -21,6 +21,7 @@ compared with `grid --dry-run`'s plan.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import subprocess
@@ -33,7 +34,7 @@ from pathlib import Path
 import optuna
 import sqlalchemy
 
-from common import digits_space, grid_study, save, write_project
+from common import ResultsFile, digits_space, grid_study, write_project
 
 from dlas_dse.config import load_study  # noqa: E402
 from dlas_dse.grid import plan_grid  # noqa: E402
@@ -117,26 +118,31 @@ def workers(project: Path, count: int, server: str, peak_from: Path) -> dict:
         engine.dispose()
 
 
-def reuse_phases(project: Path, points: int) -> dict:
+def reuse_phases(project: Path, points: int, out: ResultsFile) -> None:
     """The grid with the cache kept and with it emptied before every point, one CLI call per point."""
-    results = {"reuse": one_trial_at_a_time(project, points, keep_cache=True),
-               "no_reuse": one_trial_at_a_time(project, points, keep_cache=False)}
-    results["reuse_speedup"] = results["no_reuse"]["seconds"] / results["reuse"]["seconds"]
-    print(f"reuse: {results['reuse']['seconds']:.0f} s, no reuse: {results['no_reuse']['seconds']:.0f} s "
-          f"(x{results['reuse_speedup']:.2f})")
-    return results
+    results = out.results
+    for mode, keep_cache in (("reuse", True), ("no_reuse", False)):
+        out.attempt(results, mode, functools.partial(one_trial_at_a_time, project, points, keep_cache))
+    if not any("failed" in results[mode] for mode in ("reuse", "no_reuse")):
+        results["reuse_speedup"] = results["no_reuse"]["seconds"] / results["reuse"]["seconds"]
+        print(f"reuse: {results['reuse']['seconds']:.0f} s, no reuse: {results['no_reuse']['seconds']:.0f} s "
+              f"(x{results['reuse_speedup']:.2f})")
 
 
-def worker_phases(project: Path, server: str) -> dict:
+def worker_phases(project: Path, server: str, out: ResultsFile) -> None:
     """The grid run by 1, then 2 worker processes on PostgreSQL, each from a fresh cache."""
-    results = {f"workers_{count}": workers(project, count, server, project / "cache-True") for count in (1, 2)}
+    results = out.results
+    for count in (1, 2):
+        out.attempt(results, f"workers_{count}",
+                    functools.partial(workers, project, count, server, project / "cache-True"))
+    if any("failed" in results[key] for key in ("workers_1", "workers_2")):
+        return
     results["second_worker_speedup"] = results["workers_1"]["seconds"] / results["workers_2"]["seconds"]
     one, two = results["workers_1"]["latency_ms"], results["workers_2"]["latency_ms"]
     results["two_worker_latency_ratio_median"] = sorted(two[k] / one[k] for k in one if k in two)[len(one) // 2]
     print(f"1 worker {results['workers_1']['seconds']:.0f} s, 2 workers {results['workers_2']['seconds']:.0f} s "
           f"(x{results['second_worker_speedup']:.2f}); latency measured beside a second worker / alone: "
           f"x{results['two_worker_latency_ratio_median']:.2f} (median)")
-    return results
 
 
 def main() -> None:
@@ -151,7 +157,6 @@ def main() -> None:
                         help="a PostgreSQL server for the worker runs")
     parser.add_argument("--name", default="grid", help="results file: benchmarks/results/NAME.json")
     args = parser.parse_args()
-    started = time.perf_counter()
     project = Path(tempfile.mkdtemp(prefix="grid-benchmark-"))
     layers = LAYERS.format(compressions=args.compressions, convs=args.convs, tunings=args.tunings,
                            tuning_budget=TUNING_BUDGET if "metaschedule" in args.tunings else "")
@@ -162,15 +167,16 @@ def main() -> None:
     plan = plan_grid(load_study("bench").space)
     points = len(plan.points)
     print(f"{points} points; planned stages {plan.stages}", flush=True)
-    results = {"grid": vars(args), "points": points, "planned_stages": plan.stages}
+    out = ResultsFile(args.name, {"grid": vars(args), "points": points, "planned_stages": plan.stages},
+                      threads=os.cpu_count())
     if "reuse" in args.phases:
-        results.update(reuse_phases(project, points))
+        reuse_phases(project, points, out)
     if "workers" in args.phases:
-        results.update(worker_phases(project, args.postgres))
+        worker_phases(project, args.postgres, out)
     for mode in ("reuse", "no_reuse", "workers_1", "workers_2"):
-        if mode in results:
-            print(f"  stages executed ({mode}): {results[mode]['stages_executed']}")
-    print(f"saved {save(args.name, results, threads=os.cpu_count(), started=started)}")
+        if mode in out.results and "failed" not in out.results[mode]:
+            print(f"  stages executed ({mode}): {out.results[mode]['stages_executed']}")
+    print(f"saved {out.save()}")
     shutil.rmtree(project, ignore_errors=True)
 
 

@@ -5,7 +5,7 @@ A Relax VM instrument times every call of the compiled model (fused kernels and 
 the model runs end to end, so a kernel is timed with the caches the model leaves it — unlike
 MetaSchedule's runner, which repeats one kernel alone. The builds are run in alternating rounds.
 Reads the systems benchmark's artifact cache (a tuned budget must have been tuned there first);
-builds from it what is missing, tuning nothing.
+builds from it what is missing, tuning nothing. A build that fails is recorded with its reason.
 
     python benchmarks/kernels.py [--model resnet18] [--runs 60] [--rounds 5] [--name kernels-resnet18]
 """
@@ -13,6 +13,7 @@ builds from it what is missing, tuning nothing.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import time
 from collections import defaultdict
@@ -21,7 +22,7 @@ import numpy as np
 import tvm
 from tvm import relax
 
-from common import ROOT, save
+from common import ROOT, ResultsFile, succeeded
 from systems import IMAGES, build, variants
 
 from dlas_dse.stack.hardware import create_device  # noqa: E402
@@ -54,6 +55,19 @@ def summary(clock: KernelClock, runs: int) -> dict:
     return dict(sorted(kernels.items(), key=lambda item: -item[1]["ms_per_inference"]))
 
 
+def instrumented(machines: dict, name: str, model: str, algorithm: dict, software: dict, cache,
+                 threads: int) -> dict:
+    """Build one variant (:func:`systems.build`) and keep its VM, with a :class:`KernelClock` as
+    its instrument, in ``machines``."""
+    executable, row = build(model, algorithm, software, cache, False, threads)
+    device = tvm.cpu()
+    machine = relax.VirtualMachine(tvm.runtime.load_module(str(executable.library)), device)
+    clock = KernelClock()
+    machine.set_instrument(clock)
+    machines[name] = (machine, clock, tvm.runtime.tensor(IMAGES[:1], device))
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default="resnet18")
@@ -63,25 +77,21 @@ def main() -> None:
     parser.add_argument("--name", help="results file: benchmarks/results/NAME.json (default kernels-MODEL)")
     args = parser.parse_args()
     create_device({"device": "host-cpu", "threads": args.threads}).configure_runtime()
-    started = time.perf_counter()
+    results: dict = {"model": args.model, "builds": {}}
+    out = ResultsFile(args.name or f"kernels-{args.model}", results, args.threads)
     machines = {}
     for name, (algorithm, software, cache, _) in variants([], []).items():
-        if software["compiler"] != "tvm":
-            continue
-        executable, _ = build(args.model, algorithm, software, cache, False, args.threads)
-        device = tvm.cpu()
-        machine = relax.VirtualMachine(tvm.runtime.load_module(str(executable.library)), device)
-        clock = KernelClock()
-        machine.set_instrument(clock)
-        machines[name] = (machine, clock, tvm.runtime.tensor(IMAGES[:1], device))
+        if software["compiler"] == "tvm":
+            out.attempt(results["builds"], name, functools.partial(instrumented, machines, name, args.model,
+                                                                   algorithm, software, cache, args.threads))
     for _ in range(args.rounds):
         for machine, _, image in machines.values():
             for _ in range(args.runs):
                 machine["main"](image)
     runs = args.rounds * args.runs
-    results = {"model": args.model, "runs": runs, "builds": {name: summary(clock, runs)
-                                                             for name, (_, clock, _) in machines.items()}}
-    builds = results["builds"]
+    results["runs"] = runs
+    results["builds"].update({name: summary(clock, runs) for name, (_, clock, _) in machines.items()})
+    builds = succeeded(results["builds"])
     kernels = sorted({kernel for rows in builds.values() for kernel in rows},
                      key=lambda kernel: -max(rows.get(kernel, {}).get("ms_per_inference", 0) for rows in builds.values()))
     print(f"{'kernel: ms per call (calls per inference)':<44}" + "".join(f"{name[4:]:>20}" for name in builds))
@@ -91,8 +101,7 @@ def main() -> None:
             for rows in builds.values()))
     print(f"{'per inference (ms)':<44}" + "".join(
         f"{sum(row['ms_per_inference'] for row in rows.values()):20.3f}" for rows in builds.values()))
-    out = save(args.name or f"kernels-{args.model}", results, args.threads, started)
-    print(f"saved {out.relative_to(ROOT)}")
+    print(f"saved {out.save().relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -14,7 +14,8 @@ Protocols: ``old`` is the trials' protocol before interference checks (one windo
 every candidate statistic recorded). Reported per condition, artifact and protocol/statistic: the
 median of the figures, their IQR / median, the re-measurement MAPE (mean |next - this| / this over
 consecutive figures) and the seconds each measurement took; and which statistic is the most
-repeatable (the one trials should use).
+repeatable (the one trials should use). An artifact that fails to build or to run is recorded with
+its reason and the others go on.
 
     python benchmarks/measurement.py [--repeats 20] [--threads 2] [--min-time 1.0] [--conditions as-is load]
 """
@@ -23,16 +24,16 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Iterator
 
 import numpy as np
 
-from common import ROOT, random_model, save
+from common import ROOT, ResultsFile, random_model, succeeded
 
 from dlas_dse.cache import ArtifactCache  # noqa: E402
 from dlas_dse.stack.compiler import BuildRequest, TVMExecutable, compile_model  # noqa: E402
@@ -64,15 +65,12 @@ def spread(values: list[float]) -> dict:
             "figures_ms": [float(v) for v in figures]}
 
 
-def build_artifacts(host) -> dict[str, Path]:
-    """Compile (or reuse from the benchmark cache) each artifact; its shared library by name."""
+def build_artifact(host, architecture: str, conv: str) -> dict:
+    """Compile (or reuse from the benchmark cache) one artifact: its shared library."""
     cache = ArtifactCache(ROOT / "results" / "benchmark-cache" / "measurement")
-    libraries = {}
-    for name, (architecture, conv) in ARTIFACTS.items():
-        request = BuildRequest(random_model(architecture), {"benchmark": "measurement", "architecture": architecture},
-                               (3, 32, 32), 1, {"conv": conv, "layout": "NCHW", "format": "dense"}, UNTUNED, host)
-        libraries[name] = cache.path("build", compile_model(request, cache)[1]["build_key"]) / "model.so"
-    return libraries
+    request = BuildRequest(random_model(architecture), {"benchmark": "measurement", "architecture": architecture},
+                           (3, 32, 32), 1, {"conv": conv, "layout": "NCHW", "format": "dense"}, UNTUNED, host)
+    return {"library": str(cache.path("build", compile_model(request, cache)[1]["build_key"]) / "model.so")}
 
 
 @contextlib.contextmanager
@@ -90,33 +88,31 @@ def background_load(enabled: bool) -> Iterator[None]:
         process.wait()
 
 
-def measure_condition(libraries: dict[str, Path], host, protocols: dict, repeats: int) -> dict:
-    """Every artifact measured ``repeats`` times with each protocol, alternating."""
+def measure_artifact(name: str, library: str, host, protocols: dict, repeats: int) -> dict:
+    """One artifact measured ``repeats`` times with each protocol, alternating: its row."""
     image = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
-    results = {}
-    for name, library in libraries.items():
-        executable = TVMExecutable(library, host, 1, "float32")
-        measured: dict[str, list] = {protocol: [] for protocol in protocols}
-        for _ in range(repeats):
-            for protocol, settings in protocols.items():
-                measured[protocol].append(measure_latency(lambda n: executable.time_runs(image, n), **settings))
-        old, new = measured["old"], measured["new"]
-        row = results[name] = {
-            "old": {**spread([s.statistics["median"] for s in old]), "seconds": float(np.mean([s.seconds for s in old]))},
-            "new": {statistic: spread([s.statistics[statistic] for s in new]) for statistic in STATISTICS},
-            "new_seconds": float(np.mean([s.seconds for s in new])),
-            "new_discarded_windows": int(sum(len(s.discarded) for s in new)),
-            "new_noisy_measurements": int(sum(s.noisy for s in new)),
-            "new_interference_kept": [max((i or 0.0) for i in s.interference) for s in new],
-        }
-        best = min(STATISTICS, key=lambda statistic: row["new"][statistic]["iqr_over_median"])
-        print(f"  {name:<20} old {row['old']['median_ms']:7.2f} ms IQR/median {100 * row['old']['iqr_over_median']:5.1f}% "
-              f"MAPE {100 * row['old']['remeasure_mape']:5.1f}% ({row['old']['seconds']:.1f} s) | new "
-              + "  ".join(f"{statistic} {100 * row['new'][statistic]['iqr_over_median']:4.1f}%/"
-                          f"{100 * row['new'][statistic]['remeasure_mape']:4.1f}%" for statistic in STATISTICS)
-              + f" ({row['new_seconds']:.1f} s, {row['new_discarded_windows']} discarded, "
-                f"{row['new_noisy_measurements']} noisy; most repeatable: {best})", flush=True)
-    return results
+    executable = TVMExecutable(Path(library), host, 1, "float32")
+    measured: dict[str, list] = {protocol: [] for protocol in protocols}
+    for _ in range(repeats):
+        for protocol, settings in protocols.items():
+            measured[protocol].append(measure_latency(lambda n: executable.time_runs(image, n), **settings))
+    old, new = measured["old"], measured["new"]
+    row = {
+        "old": {**spread([s.statistics["median"] for s in old]), "seconds": float(np.mean([s.seconds for s in old]))},
+        "new": {statistic: spread([s.statistics[statistic] for s in new]) for statistic in STATISTICS},
+        "new_seconds": float(np.mean([s.seconds for s in new])),
+        "new_discarded_windows": int(sum(len(s.discarded) for s in new)),
+        "new_noisy_measurements": int(sum(s.noisy for s in new)),
+        "new_interference_kept": [max((i or 0.0) for i in s.interference) for s in new],
+    }
+    best = min(STATISTICS, key=lambda statistic: row["new"][statistic]["iqr_over_median"])
+    print(f"  {name:<20} old {row['old']['median_ms']:7.2f} ms IQR/median {100 * row['old']['iqr_over_median']:5.1f}% "
+          f"MAPE {100 * row['old']['remeasure_mape']:5.1f}% ({row['old']['seconds']:.1f} s) | new "
+          + "  ".join(f"{statistic} {100 * row['new'][statistic]['iqr_over_median']:4.1f}%/"
+                      f"{100 * row['new'][statistic]['remeasure_mape']:4.1f}%" for statistic in STATISTICS)
+          + f" ({row['new_seconds']:.1f} s, {row['new_discarded_windows']} discarded, "
+            f"{row['new_noisy_measurements']} noisy; most repeatable: {best})", flush=True)
+    return row
 
 
 def main() -> None:
@@ -127,28 +123,31 @@ def main() -> None:
     parser.add_argument("--conditions", nargs="+", default=["as-is", "load"], choices=["as-is", "load"])
     parser.add_argument("--name", default="measurement", help="results file name")
     args = parser.parse_args()
-    started = time.perf_counter()
     host = create_device({"device": "host-cpu", "threads": args.threads})
     host.configure_runtime()
-    libraries = build_artifacts(host)
     common = {"warmup_runs": 2, "min_repeats": 5, "max_repeats": 2000, "min_time_s": args.min_time}
     protocols = {"old": {**common, "rounds": 1, "max_discarded": 0, "counters": None},
                  "new": {**common, "counters": local_counters()}}
     results: dict = {"protocols": {name: {k: v for k, v in settings.items() if k != "counters"}
-                                   for name, settings in protocols.items()}, "by_condition": {}}
+                                   for name, settings in protocols.items()}, "artifacts": {}, "by_condition": {}}
+    out = ResultsFile(args.name, results, args.threads)
+    for name, (architecture, conv) in ARTIFACTS.items():
+        out.attempt(results["artifacts"], name, functools.partial(build_artifact, host, architecture, conv))
     for condition in args.conditions:
         print(f"{condition} ({args.threads} threads):", flush=True)
+        rows = results["by_condition"][condition] = {}
         with background_load(condition == "load"):
-            results["by_condition"][condition] = measure_condition(libraries, host, protocols, args.repeats)
-    rank = {statistic: float(np.mean([row["new"][statistic]["iqr_over_median"]
-                                      for rows in results["by_condition"].values() for row in rows.values()]))
+            for name, artifact in succeeded(results["artifacts"]).items():
+                out.attempt(rows, name, functools.partial(measure_artifact, name, artifact["library"], host,
+                                                          protocols, args.repeats))
+    rank = {statistic: float(np.mean([row["new"][statistic]["iqr_over_median"] for rows in
+                                      results["by_condition"].values() for row in succeeded(rows).values()]))
             for statistic in STATISTICS}
     results["mean_iqr_over_median_by_statistic"] = rank
     results["most_repeatable_statistic"] = min(rank, key=rank.get)
     print("mean IQR/median by statistic: " + ", ".join(f"{s} {100 * v:.1f}%" for s, v in rank.items())
           + f" -> {results['most_repeatable_statistic']}")
-    out = save(args.name, results, args.threads, started)
-    print(f"saved {out.relative_to(ROOT)}")
+    print(f"saved {out.save().relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

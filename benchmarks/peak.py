@@ -18,7 +18,7 @@ import time
 import numpy as np
 import threadpoolctl
 
-from common import ROOT, interleaved_ms, random_model, save
+from common import ROOT, ResultsFile, interleaved_ms, random_model
 
 from dlas_dse.cache import ArtifactCache  # noqa: E402
 from dlas_dse.stack.compiler import BuildRequest, compile_model  # noqa: E402
@@ -69,12 +69,13 @@ def main() -> None:
     args = parser.parse_args()
     device = create_device({"device": "host-cpu", "threads": args.threads})
     device.configure_runtime()
-    started = time.perf_counter()
+    results: dict = {}
+    out = ResultsFile(args.name, results, args.threads)
     new = measure_cpu_peak(args.threads, device.target)
     old = numpy_gemm_gflops(args.threads)
     ort = onnxruntime_resnet18(device, args.rounds, args.min_time)
-    results = {"new_peak": new, "old_numpy_peak": {"gflops": max(old.values()), "gflops_per_size": old},
-               "onnxruntime_resnet18": ort}
+    results.update({"new_peak": new, "old_numpy_peak": {"gflops": max(old.values()), "gflops_per_size": old},
+                    "onnxruntime_resnet18": ort})
     for name, peak in (("new", new["gflops"]), ("old", max(old.values()))):
         results[f"onnxruntime_percent_of_{name}_peak"] = {"median": 100 * ort["gflops_median"] / peak,
                                                            "best": 100 * ort["gflops_best"] / peak}
@@ -83,7 +84,7 @@ def main() -> None:
               f"{results[f'onnxruntime_percent_of_{name}_peak']['best']:.1f}% (best run)")
     print(f"ONNX Runtime resnet18: {ort['latency_ms']:.2f} ms median ({ort['gflops_median']:.1f} GFLOP/s), "
           f"{ort['best_ms']:.2f} ms best ({ort['gflops_best']:.1f} GFLOP/s); new peak: {new['method']}")
-    print(f"saved {save(args.name, results, args.threads, started).relative_to(ROOT)}")
+    print(f"saved {out.save().relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

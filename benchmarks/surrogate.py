@@ -34,7 +34,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
 
-from common import RESULTS, digits_space, grid_study, save, write_project  # noqa: E402
+from common import RESULTS, ResultsFile, digits_space, grid_study, write_project  # noqa: E402
 
 from dlas_dse.config import load_study  # noqa: E402
 from dlas_dse.space import config_key  # noqa: E402
@@ -116,7 +116,8 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--project", type=Path, help="reuse the grid of an earlier run in this folder")
     args = parser.parse_args()
-    started = time.perf_counter()
+    results: dict = {}
+    out = ResultsFile("surrogate", results, 0)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     project = args.project or Path(tempfile.mkdtemp(prefix="dlas-surrogate-bench-"))
@@ -152,16 +153,16 @@ def main() -> None:
                   f"{args.budget} trials", flush=True)
     plot_curves(curves, RESULTS / "surrogate_search.png", len(grid.values))
     reach = {name: [trials_to_reach(run, TARGET) for run in runs] for name, runs in curves.items()}
-    results = {"models": args.models, "points": len(grid.values), "trials": len(measured),
+    results.update({"models": args.models, "points": len(grid.values), "trials": len(measured),
                "evaluation": table.to_dict(orient="records"), "skipped": skipped, "repeatability": noise,
                "search": {"budget": args.budget, "seeds": args.seeds, "target_share": TARGET,
                           "trials_to_target": reach,
                           "median_share": {name: np.median(np.array(runs), axis=0).round(4).tolist()
                                            for name, runs in curves.items()}},
-               "project": str(project)}
+               "project": str(project)})
     for name, counts in reach.items():
         print(f"{name}: trials to {TARGET:.0%} of the grid's hypervolume per seed: {counts}")
-    print(f"saved {save('surrogate', results, 0, started)}")
+    print(f"saved {out.save()}")
 
 
 if __name__ == "__main__":

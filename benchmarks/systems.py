@@ -14,7 +14,8 @@ a share over 100 % is printed as a bug.
 Tuning is the expensive part (seconds per measured candidate). Each budget has its own artifact
 cache under results/benchmark-cache/systems/ (so that 64 trials per task is not served 16's
 records), and a tuned build is cached: a rerun re-measures every budget already tuned and tunes
-only the new ones. `--budgets` names the budgets to tune in this run (0: none).
+only the new ones. `--budgets` names the budgets to tune in this run (0: none). A variant that
+fails to build or to match PyTorch is recorded with its reason and the others are timed.
 
     python benchmarks/systems.py [--models resnet18 mobilenet_v2] [--budgets 16 64 256]
         [--algorithms direct winograd] [--threads 2] [--rounds 5] [--min-time 0.5] [--name systems]
@@ -31,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from common import ROOT, interleaved_ms, random_model, save
+from common import ROOT, ResultsFile, interleaved_ms, random_model, succeeded
 
 from dlas_dse.cache import ArtifactCache  # noqa: E402
 from dlas_dse.stack.compiler import BuildRequest, compile_model  # noqa: E402
@@ -99,6 +100,13 @@ def build(architecture: str, algorithm: dict, software: dict, cache: ArtifactCac
     return executable, row
 
 
+def built_row(timers: dict, name: str, *build_args) -> dict:
+    """:func:`build` one variant and keep its timer in ``timers``: its row."""
+    executable, row = build(*build_args)
+    timers[name] = functools.partial(executable.time_runs, IMAGES[:1])
+    return row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["resnet18", "mobilenet_v2"])
@@ -113,18 +121,17 @@ def main() -> None:
     args = parser.parse_args()
     host = create_device({"device": "host-cpu", "threads": args.threads})
     host.configure_runtime()
-    started = time.perf_counter()
-    peak = host.peak(ArtifactCache(CACHE / "untuned"))
+    results: dict = {"models": {}, "protocol": f"every variant of a model timed in {args.rounds} alternating "
+                     f"rounds of >= {args.min_time} s (2 warm-up runs each); latency: median of the round medians"}
+    out = ResultsFile(args.name, results, args.threads)
+    results["peak"] = peak = host.peak(ArtifactCache(CACHE / "untuned"))
     print(f"peak {peak['gflops']:.1f} GFLOP/s ({peak['method']})", flush=True)
-    results: dict = {"peak": peak, "models": {}, "protocol": f"every variant of a model timed in {args.rounds} "
-                     f"alternating rounds of >= {args.min_time} s (2 warm-up runs each); latency: median of the "
-                     "round medians"}
     for architecture in args.models:
         rows = results["models"][architecture] = {}
         timers = {}
         for name, (algorithm, software, cache, may_tune) in variants(args.budgets, args.algorithms).items():
-            executable, rows[name] = build(architecture, algorithm, software, cache, may_tune, args.threads)
-            timers[name] = functools.partial(executable.time_runs, IMAGES[:1])
+            out.attempt(rows, name, functools.partial(
+                built_row, timers, name, architecture, algorithm, software, cache, may_tune, args.threads))
         for name, timing in interleaved_ms(timers, args.rounds, args.min_time).items():
             row = rows[name]
             row.update(timing, gflops=2 * row["macs"] / timing["latency_ms"] / 1e6)
@@ -135,15 +142,17 @@ def main() -> None:
             if row["percent_of_peak"] > 100:
                 print(f"BUG: {name} runs over the peak (an under-read peak, or fewer multiplications than the "
                       "MACs counted)", flush=True)
-        reference = rows["onnxruntime"]["latency_ms"]
-        for row in rows.values():
-            row["vs_onnxruntime"] = row["latency_ms"] / reference
+        reference = succeeded(rows).get("onnxruntime", {}).get("latency_ms")
+        for row in succeeded(rows).values():
+            row["vs_onnxruntime"] = row["latency_ms"] / reference if reference else None
+        out.save(finished=False)
     results["model"] = "32x32 CIFAR stems, random weights, float32, batch 1, NCHW dense (direct unless named)"
-    out = save(args.name, results, args.threads, started)
+    path = out.save()
     for architecture, rows in results["models"].items():
-        print(f"{architecture}: " + ", ".join(f"{name} {row['vs_onnxruntime']:.2f}x" for name, row in rows.items())
+        print(f"{architecture}: " + ", ".join(f"{name} {row['vs_onnxruntime']:.2f}x" for name, row in
+                                              succeeded(rows).items() if row["vs_onnxruntime"])
               + " of ONNX Runtime's latency")
-    print(f"saved {out.relative_to(ROOT)}")
+    print(f"saved {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ out-of-memory kill in generated code becomes a :class:`TrialFailure` with its re
 
 from __future__ import annotations
 
+import copy
 import multiprocessing
 import multiprocessing.forkserver
 import os
@@ -29,7 +30,7 @@ from tqdm import tqdm
 
 from dlas_dse.cache import ArtifactCache, code_fingerprint
 from dlas_dse.space import Config, nest
-from dlas_dse.stack.compiler import BuildRequest, Executable, compile_model, reference_model
+from dlas_dse.stack.compiler import BuildRequest, Executable, compile_model, float64_reference, reference_model
 from dlas_dse.stack.compression import compress
 from dlas_dse.stack.datasets import Dataset, load_dataset
 from dlas_dse.stack.hardware import Device, create_device
@@ -49,17 +50,43 @@ class CorrectnessError(TrialFailure):
     """The compiled artifact's output differs from PyTorch's beyond the tolerance."""
 
 
+ROUNDING_FACTOR = 10.0
+"""How many times the model's sensitivity to float32 rounding the compiled output may differ by."""
+
+
 def _reference_logits(model: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
     dtype = next(model.parameters()).dtype
     with torch.no_grad():
         return model(torch.from_numpy(batch).to(dtype)).float().numpy()
 
 
+def _float64_logits(model: torch.nn.Module, batch: np.ndarray) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.from_numpy(batch).double()).numpy()
+
+
+def float32_perturbed(float64_model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``float64_model`` with every parameter changed by a random relative amount up to
+    float32's epsilon (fixed seed): float32 arithmetic in any summation order computes the exact
+    result of a model perturbed about this much, so the outputs' distance measures its rounding."""
+    perturbed = copy.deepcopy(float64_model)
+    generator = torch.Generator().manual_seed(0)
+    epsilon = float(np.finfo(np.float32).eps)
+    with torch.no_grad():
+        for parameter in perturbed.parameters():
+            noise = torch.rand(parameter.shape, generator=generator, dtype=torch.float64)
+            parameter.mul_(1 + epsilon * (2 * noise - 1))
+    return perturbed
+
+
 def check_against_pytorch(executable: Executable, model: torch.nn.Module, images: np.ndarray,
-                          tolerance: float) -> dict:
+                          tolerance: float, float64_model: torch.nn.Module | None = None) -> dict:
     """Compare the executable with PyTorch on ``images``; raise :class:`CorrectnessError` when the
-    max absolute difference exceeds ``tolerance * max(1, max |PyTorch|)``."""
-    worst, agree, reference_scale = 0.0, 0, 1.0
+    max absolute difference exceeds ``tolerance * max(1, max |PyTorch|)`` plus, given the model in
+    float64, ``ROUNDING_FACTOR`` times its output's sensitivity to float32 rounding (recorded as
+    ``rounding_sensitivity``): an ill-conditioned model rounds that much in any summation order."""
+    perturbed = float32_perturbed(float64_model) if float64_model is not None else None
+    worst, agree, reference_scale, sensitivity = 0.0, 0, 1.0, 0.0
     for start in range(0, len(images), executable.batch_size):
         batch = images[start:start + executable.batch_size]
         if len(batch) < executable.batch_size:
@@ -68,21 +95,26 @@ def check_against_pytorch(executable: Executable, model: torch.nn.Module, images
         worst = max(worst, float(np.abs(compiled - reference).max()))
         reference_scale = max(reference_scale, float(np.abs(reference).max()))
         agree += int((compiled.argmax(1) == reference.argmax(1)).sum())
+        if perturbed is not None:
+            moved = _float64_logits(perturbed, batch) - _float64_logits(float64_model, batch)
+            sensitivity = max(sensitivity, float(np.abs(moved).max()))
     checked = len(images) - len(images) % executable.batch_size
-    record = {"max_abs_error": worst, "allowed_error": tolerance * reference_scale,
+    record = {"max_abs_error": worst, "allowed_error": tolerance * reference_scale + ROUNDING_FACTOR * sensitivity,
+              "rounding_sensitivity": sensitivity if perturbed is not None else None,
               "samples": checked, "top1_agreement": agree / max(1, checked)}
     if checked == 0:
         raise TrialFailure(f"no image to check the compiled artifact with (batch {executable.batch_size})")
     if worst > record["allowed_error"]:
+        rounding = f" (float32 rounding moves it by {sensitivity:.3g})" if perturbed is not None else ""
         raise CorrectnessError(f"compiled output differs from PyTorch: max |error| {worst:.3g} > allowed "
-                               f"{record['allowed_error']:.3g} on {checked} validation images")
+                               f"{record['allowed_error']:.3g} on {checked} validation images{rounding}")
     return record
 
 
 def evaluate_accuracy(executable: Executable, model: torch.nn.Module, images: np.ndarray,
-                      labels: np.ndarray, tolerance: float) -> dict:
+                      labels: np.ndarray, tolerance: float, float64_model: torch.nn.Module | None = None) -> dict:
     """Top-1 accuracy of the compiled artifact; its first batch is also checked against PyTorch."""
-    check = check_against_pytorch(executable, model, images[:executable.batch_size], tolerance) \
+    check = check_against_pytorch(executable, model, images[:executable.batch_size], tolerance, float64_model) \
         if len(images) >= executable.batch_size else None
     correct = 0
     for start in range(0, len(images), executable.batch_size):
@@ -167,11 +199,12 @@ def execute(config: Config, settings: dict, cache_dir: str,
         eval_executable, eval_build = build(evaluation["batch_size"], tune=False)
     with stage("verify"):
         # a compiler whose arithmetic differs from the precision's reference names what it matches
-        reference = reference_model(model, latency_build.get("verified_against", precision),
-                                    compression.get("calibration"))
+        verified_against = latency_build.get("verified_against", precision)
+        reference = reference_model(model, verified_against, compression.get("calibration"))
+        float64 = float64_reference(model, verified_against)
         verification["tolerance"] = max(verification["tolerance"], latency_build.get("tolerance", 0.0))
         check = check_against_pytorch(latency_executable, reference, dataset.val_x[:verification["samples"]],
-                                      verification["tolerance"])
+                                      verification["tolerance"], float64)
     with stage("measure"):
         sample, protocol = dataset.val_x[:1], dict(settings["measurement"])
         cores = device.pin(protocol.pop("cpu_affinity"))
@@ -182,8 +215,9 @@ def execute(config: Config, settings: dict, cache_dir: str,
         accuracy, accuracy_hit = cache.get_or_compute_json(
             "accuracy", {"build": eval_build["build_key"], "dataset": layers["dataset"],
                          "max_samples": evaluation["max_samples"],
-                         "code": code_fingerprint(evaluate_accuracy, check_against_pytorch, reference_model)},
-            lambda: evaluate_accuracy(eval_executable, reference, images, labels, verification["tolerance"]))
+                         "code": code_fingerprint(evaluate_accuracy, check_against_pytorch, float32_perturbed,
+                                                  reference_model, float64_reference)},
+            lambda: evaluate_accuracy(eval_executable, reference, images, labels, verification["tolerance"], float64))
 
     macs = latency_build["macs"]
     achieved_gflops = 2 * macs / (latency.latency_ms * 1e6)

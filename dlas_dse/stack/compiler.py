@@ -232,6 +232,12 @@ def reference_model(model: nn.Module, precision: str, calibration: dict | None) 
     return PRECISIONS[precision].reference(fold_batchnorm(model), calibration or {}).eval()
 
 
+def float64_reference(model: nn.Module, precision: str) -> nn.Module | None:
+    """The float32 reference of ``model`` computed in float64, to measure how much float32 rounding
+    moves its output; None for the other precisions (their tolerance states how much they round)."""
+    return reference_model(model, "float32", None).double() if precision == "float32" else None
+
+
 def compile_model(request: BuildRequest, cache: ArtifactCache) -> tuple[Executable, dict]:
     """Compile with ``request.software["compiler"]``; returns the executable and a build record."""
     return COMPILERS.get(request.software["compiler"]).function(request, cache)
