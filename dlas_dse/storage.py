@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 import sqlalchemy
@@ -52,17 +53,21 @@ def _sqlite_path(url: URL) -> Path | None:
 
 def _check_sqlite_directory(path: Path, file: str | os.PathLike, field: str) -> None:
     """The file's directory exists (or is the project's ``results/``, created on first use) and
-    this process may create and write the file there."""
+    this process may create and write the file there (tried with a file deleted at once)."""
     directory = path.absolute().parent
     if not directory.exists() and directory == project_root() / "results":
         directory = directory.parent
     if not directory.is_dir():
         raise ConfigError(file, field, f"the directory {directory} of the SQLite file {path} does not exist; "
                           f"create it (mkdir -p {directory}) or choose another path")
-    target = path if path.exists() else directory
-    if not os.access(target, os.W_OK | (os.X_OK if target.is_dir() else 0)):
-        raise ConfigError(file, field, f"{target} cannot be written by this user; choose a writable path or "
-                          "fix its permissions")
+    try:
+        if path.exists():
+            path.open("r+b").close()
+        else:
+            tempfile.TemporaryFile(dir=directory).close()
+    except OSError as error:
+        raise ConfigError(file, field, f"cannot write the SQLite file {path} ({error.strerror}); choose a "
+                          "writable path or fix the permissions") from None
 
 
 def _holds_optuna_tables(url: URL, file: str | os.PathLike, field: str) -> bool:
