@@ -88,8 +88,8 @@ def test_a_storage_password_appears_in_no_output_file_or_attribute(project, secr
 
     study = optuna.load_study(study_name=name, storage=url)
     assert len(study.trials) == 1
-    outputs["storage attributes"] = json.dumps(
-        [study.user_attrs, study.system_attrs] + [[t.user_attrs, t.system_attrs] for t in study.trials], default=str)
+    outputs["storage attributes"] = json.dumps([study.user_attrs, study._storage.get_study_system_attrs(
+        study._study_id)] + [[t.user_attrs, t.system_attrs] for t in study.trials], default=str)
     written = [path for folder in (project.root, project.cache) for path in folder.rglob("*") if path.is_file()]
     assert any(path.name == "trials.csv" for path in written)
     leaks = [command for command, text in outputs.items() if SECRET in text]
