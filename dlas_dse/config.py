@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
 
 from dlas_dse import stack  # noqa: F401  (importing the stack fills the layer registries)
 from dlas_dse.files import ConfigError, project_root, read_yaml, unknown_field
@@ -453,8 +452,8 @@ def available(folder: str) -> list[tuple[str, str]]:
         if path.name == "hardware.yaml":  # the device catalogue, not a space (see `devices`)
             continue
         try:
-            description = str((yaml.safe_load(path.read_text()) or {}).get("description", ""))
-        except yaml.YAMLError:
-            description = "(unreadable YAML)"
+            description = str(read_yaml(path).get("description", ""))
+        except ConfigError as error:
+            description = f"(unreadable: {error.field}: {error.problem})"
         entries.append((path.stem, description.strip().splitlines()[0] if description.strip() else ""))
     return entries
