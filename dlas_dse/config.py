@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-
 from dlas_dse import stack  # noqa: F401  (importing the stack fills the layer registries)
 from dlas_dse.files import ConfigError, project_root, read_yaml, unknown_field
 from dlas_dse.registry import LAYERS, Param, Registry, UnknownEntryError
