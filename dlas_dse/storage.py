@@ -24,7 +24,7 @@ def mask_url(url: str) -> str:
     """``url`` with its password (if any) shown as ``***``, for every output."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except sqlalchemy.exc.ArgumentError:
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
         return _PASSWORD_IN_TEXT.sub(r"\1***@", str(url))
 
 
@@ -35,7 +35,7 @@ def parse_url(url: object, file: str | os.PathLike, field: str) -> URL:
         raise ConfigError(file, field, f"expected an SQLAlchemy URL like {EXAMPLES}, got {url!r}")
     try:
         parsed = make_url(url)
-    except sqlalchemy.exc.ArgumentError:
+    except (sqlalchemy.exc.ArgumentError, ValueError):  # ValueError: a port that is not a number
         raise ConfigError(file, field, f"cannot parse {mask_url(url)!r} as an SQLAlchemy URL; "
                           f"write it like {EXAMPLES}") from None
     try:

@@ -32,10 +32,13 @@ def _closed_port() -> int:
         return probe.getsockname()[1]  # closed again when the probe closes
 
 
-def test_a_storage_of_an_unknown_database_kind(project):
+@pytest.mark.parametrize("url, problem", [
+    ("sqlit:///x.db", "unknown database 'sqlit' in sqlit:///x.db; use sqlite, postgresql or mysql"),
+    ("postgresql://user:SECRET@host:badport/db", "cannot parse 'postgresql://user:***@host:badport/db'")])
+def test_a_storage_url_of_an_unknown_kind_or_unparseable(project, url, problem):
     name = project.tiny()
-    error = refused(project, "optimize", "--study", name, "--storage", "sqlit:///x.db")
-    assert "command line: --storage: unknown database 'sqlit'" in error and "postgresql" in error
+    error = refused(project, "optimize", "--study", name, "--storage", url)
+    assert f"command line: --storage: {problem}" in error and "SECRET" not in error
 
 
 @pytest.mark.parametrize("host", ["127.0.0.1:{port}", "no-such-host.invalid"])
