@@ -119,7 +119,7 @@ class StudyNotFound(LookupError):
     """The study was never run in the storage it was looked for in (the message says how to run it)."""
 
 
-def storage_source(config: StudyConfig, storage_url: str | None) -> tuple[str, str]:
+def _storage_source(config: StudyConfig, storage_url: str | None) -> tuple[str, str]:
     """(file, field) the storage URL came from: the command line's ``--storage`` or the study's."""
     return ("command line", "--storage") if storage_url else (config.source, "storage")
 
@@ -132,7 +132,7 @@ def find_stored_study(name_or_path: str, storage_url: str | None = None) -> tupl
     url = storage_url or config.storage
     missing = StudyNotFound(f"no study {config.name!r} in {mask_url(url)}; run `python -m dlas_dse optimize "
                             f"--study {name_or_path}` first")
-    if not check_storage(url, *storage_source(config, storage_url), create=False):
+    if not check_storage(url, *_storage_source(config, storage_url), create=False):
         raise missing  # and nothing created: a read never makes a database
     storage = open_storage(url)
     try:
@@ -345,7 +345,7 @@ def run_study(config: StudyConfig, n_trials: int | None = None, storage_url: str
               log: Callable[[str], None] = print) -> optuna.Study:
     """Run (or resume) the study until ``n_trials`` trials count as finished, or ``timeout_s``."""
     sampler = sampler or config.sampler
-    check_storage(storage_url or config.storage, *storage_source(config, storage_url), create=True)
+    check_storage(storage_url or config.storage, *_storage_source(config, storage_url), create=True)
     preflight(config.space)
     start_worker_server()
     storage = open_storage(storage_url or config.storage, **config.settings["workers"])
