@@ -164,19 +164,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _optimize(args: argparse.Namespace) -> int:
-    from dlas_dse.config import check_grid, check_storage_url, load_study
+    from dlas_dse.config import check_grid, load_study
     from dlas_dse.report import describe_study
+    from dlas_dse.storage import mask_url
     from dlas_dse.study import run_study
 
     config = load_study(args.study, {"hardware.device": args.hardware} if args.hardware else None)
     if args.sampler == "grid":
         check_grid(config.space, "command line", "--sampler grid")
-    if args.storage:
-        check_storage_url(args.storage, "command line", "--storage")
     if args.weights:
         config.space = config.space.with_fixed("model.weights", args.weights)
     print(f"study {config.name}: space {config.space.name}, sampler {args.sampler or config.sampler}, "
-          f"storage {args.storage or config.storage}")
+          f"storage {mask_url(args.storage or config.storage)}")
     study = run_study(config, n_trials=args.n_trials, storage_url=args.storage, sampler=args.sampler,
                       timeout_s=args.timeout, progress=not args.no_progress)
     _confirm_front(config, study, args)
@@ -191,7 +190,7 @@ def _choices(values: list[str]):
 
 
 def _grid(args: argparse.Namespace) -> int:
-    from dlas_dse.config import check_grid, check_storage_url, load_study
+    from dlas_dse.config import check_grid, load_study
     from dlas_dse.grid import plan_grid
     from dlas_dse.registry import PreflightError
     from dlas_dse.report import describe_study
@@ -214,8 +213,6 @@ def _grid(args: argparse.Namespace) -> int:
         raise PreflightError(f"the grid's platforms {', '.join(unreachable)} cannot be reached now (above: why); "
                              + (f"run the others with `grid --study {args.study} --hardware {reachable}`"
                                 if reachable else "bring them up first (python -m dlas_dse devices)"))
-    if args.storage:
-        check_storage_url(args.storage, "command line", "--storage")
     study = run_study(config, storage_url=args.storage, sampler="grid", progress=not args.no_progress)
     _confirm_front(config, study, args)
     print()
@@ -224,12 +221,12 @@ def _grid(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
-    from dlas_dse.config import check_storage_url, load_study
+    from dlas_dse.config import load_study
+    from dlas_dse.storage import mask_url
     from dlas_dse.study import run_study
 
     config = load_study(args.study)
-    check_storage_url(args.storage, "command line", "--storage")
-    print(f"worker for study {config.name} ({config.sampler}) on {args.storage}")
+    print(f"worker for study {config.name} ({config.sampler}) on {mask_url(args.storage)}")
     study = run_study(config, storage_url=args.storage, progress=not args.no_progress)
     print(f"worker done: {sum(1 for t in study.get_trials(deepcopy=False) if t.state.name == 'COMPLETE')} "
           "trials of the study are complete")
@@ -349,12 +346,9 @@ def main(argv: list[str] | None = None) -> int:
         commands = {"optimize": _optimize, "grid": _grid, "worker": _worker, "remeasure": _remeasure, "show": _show, "report": _report,
                     "dashboard": _dashboard, "surrogate": surrogate_commands.run, "list": _list, "devices": _devices}
         return commands[args.command](args)
-    except (ConfigError, PreflightError) as error:
+    except (ConfigError, PreflightError, StudyNotFound) as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
-    except StudyNotFound as error:
-        print(f"error: {error}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
         print("\ninterrupted; rerun the same command to resume", file=sys.stderr)
         return 130

@@ -11,12 +11,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from dlas_dse import stack  # noqa: F401  (importing the stack fills the layer registries)
 from dlas_dse.files import ConfigError, project_root, read_yaml, unknown_field
 from dlas_dse.registry import LAYERS, Param, Registry, UnknownEntryError
 from dlas_dse.space import Constraint, Parameter, SearchSpace
+from dlas_dse.storage import parse_url
 
 OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "size_bytes": "minimize"}
 """Objectives a study can optimise, with their default directions."""
@@ -266,6 +265,10 @@ def load_space(name_or_path: str, relative_to: Path | None = None,
     ``overrides`` (``{"hardware.device": "host-cpu"}``) replace parameters of the file."""
     path = _resolve(name_or_path, "search_spaces", "space", relative_to)
     data = read_yaml(path)
+    if not set(data) & set(LAYERS):
+        raise ConfigError(path, "(top level)", f"no layer blocks: a search space sets at least one of "
+                          f"{', '.join(LAYERS)} (e.g. 'dataset: {{name: digits}}'); see "
+                          "search_spaces/quickstart.yaml")
     for name, value in (overrides or {}).items():
         layer, key = name.split(".", 1)
         block = {**(data.get(layer) or {}), key: value}
@@ -374,13 +377,6 @@ def check_grid(space: SearchSpace, file: str | os.PathLike, field_name: str) -> 
         raise ConfigError(file, field_name, f"grid needs an enumerable space: {error}") from None
 
 
-def check_storage_url(url: Any, file: str | os.PathLike, field_name: str) -> None:
-    """A storage must be an SQLAlchemy URL."""
-    if not isinstance(url, str) or "://" not in url:
-        raise ConfigError(file, field_name, f"expected an SQLAlchemy URL like sqlite:///results/study.db "
-                          f"or postgresql://user@host/db, got {url!r}")
-
-
 def default_cache_dir() -> str:
     """The artifact cache: ``$DLAS_CACHE_DIR``, else ``results/cache`` of the project."""
     return os.environ.get("DLAS_CACHE_DIR") or str(project_root() / "results" / "cache")
@@ -433,7 +429,7 @@ def load_study(name_or_path: str, overrides: dict[str, Any] | None = None) -> St
 
     name = path.stem
     storage = data.get("storage") or f"sqlite:///{project_root() / 'results' / f'{name}.db'}"
-    check_storage_url(storage, path, "storage")
+    parse_url(storage, path, "storage")
     return StudyConfig(
         name=name, source=str(path), space=space, objectives=objectives,
         sampler=sampler, sampler_options=options,
@@ -455,8 +451,8 @@ def available(folder: str) -> list[tuple[str, str]]:
         if path.name == "hardware.yaml":  # the device catalogue, not a space (see `devices`)
             continue
         try:
-            description = str((yaml.safe_load(path.read_text()) or {}).get("description", ""))
-        except yaml.YAMLError:
-            description = "(unreadable YAML)"
+            description = str(read_yaml(path).get("description", ""))
+        except ConfigError as error:
+            description = f"(unreadable: {error.field}: {error.problem})"
         entries.append((path.stem, description.strip().splitlines()[0] if description.strip() else ""))
     return entries

@@ -37,10 +37,53 @@ def project_root() -> Path:
     return Path(__file__).resolve().parent.parent
 
 
-def read_yaml(path: Path) -> dict:
-    """The mapping a YAML file holds; a syntax error names its line and column."""
+class _DuplicateKey(yaml.YAMLError):
+    """A mapping holds one key twice (YAML would silently keep the last)."""
+
+    def __init__(self, key, first_line: int, second_line: int):
+        self.key, self.first_line, self.second_line = key, first_line, second_line
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a mapping that holds one key twice."""
+
+    def construct_mapping(self, node, deep=False):
+        lines: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            try:
+                if key in lines:
+                    raise _DuplicateKey(key, lines[key], line)
+                lines[key] = line
+            except TypeError:  # an unhashable key: the base loader reports it
+                break
+        return super().construct_mapping(node, deep)
+
+
+def _text(path: Path) -> str:
+    """The file's text; a byte that is not UTF-8 is named with its offset and line."""
+    data = path.read_bytes()
     try:
-        data = yaml.safe_load(path.read_text())
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise ConfigError(path, "(encoding)", f"not UTF-8: byte 0x{data[error.start]:02x} at offset {error.start} "
+                          f"(line {line}) cannot be decoded; save the file as UTF-8 "
+                          "(e.g. iconv -f latin1 -t utf-8)") from None
+
+
+def read_yaml(path: Path) -> dict:
+    """The mapping a YAML file holds; a syntax error names its line and column, a key given twice
+    both lines, a byte that is not UTF-8 its offset."""
+    text = _text(path)
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
+    except _DuplicateKey as error:
+        raise ConfigError(path, str(error.key), f"given twice, on lines {error.first_line} and "
+                          f"{error.second_line}; keep one") from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""

@@ -27,6 +27,7 @@ from dlas_dse.distinct import DistinctSampler, Proposal
 from dlas_dse.grid import enqueue_grid
 from dlas_dse.registry import LAYERS
 from dlas_dse.space import SearchSpace, nest
+from dlas_dse.storage import check_storage, mask_url
 from dlas_dse.storage_lock import storage_lock
 from dlas_dse.trial import (STAGES, TrialFailure, run_trial, start_worker_server,
                             use_thread_lock_for_progress_bars)
@@ -120,18 +121,26 @@ class StudyNotFound(LookupError):
     """The study was never run in the storage it was looked for in (the message says how to run it)."""
 
 
+def _storage_source(config: StudyConfig, storage_url: str | None) -> tuple[str, str]:
+    """(file, field) the storage URL came from: the command line's ``--storage`` or the study's."""
+    return ("command line", "--storage") if storage_url else (config.source, "storage")
+
+
 def find_stored_study(name_or_path: str, storage_url: str | None = None) -> tuple[optuna.storages.BaseStorage, str]:
     """(storage, study name) of the study ``name_or_path`` in its storage (or ``storage_url``)."""
     from dlas_dse.config import load_study
 
     config = load_study(name_or_path)
     url = storage_url or config.storage
+    missing = StudyNotFound(f"no study {config.name!r} in {mask_url(url)}; run `python -m dlas_dse optimize "
+                            f"--study {name_or_path}` first")
+    if not check_storage(url, *_storage_source(config, storage_url), create=False):
+        raise missing  # and nothing created: a read never makes a database
     storage = open_storage(url)
     try:
         storage.get_study_id_from_name(config.name)
     except KeyError:
-        raise StudyNotFound(f"no study {config.name!r} in {url}; run `python -m dlas_dse optimize --study "
-                            f"{name_or_path}` first") from None
+        raise missing from None
     return storage, config.name
 
 
@@ -338,6 +347,7 @@ def run_study(config: StudyConfig, n_trials: int | None = None, storage_url: str
               log: Callable[[str], None] = print) -> optuna.Study:
     """Run (or resume) the study until ``n_trials`` trials count as finished, or ``timeout_s``."""
     sampler = sampler or config.sampler
+    check_storage(storage_url or config.storage, *_storage_source(config, storage_url), create=True)
     preflight(config.space)
     start_worker_server()
     storage = open_storage(storage_url or config.storage, **config.settings["workers"])

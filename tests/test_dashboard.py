@@ -71,7 +71,7 @@ def test_dashboard_shows_the_study_and_its_trials_in_a_browser(dashboard, tmp_pa
 def test_dashboard_of_a_study_that_never_ran_says_how_to_run_it(project):
     name = project.tiny("never-ran")
     result = project.run("dashboard", "--study", name, "--port", str(_free_port()), timeout=180)
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "no study 'never-ran'" in result.stderr and "optimize --study never-ran" in result.stderr
 
 

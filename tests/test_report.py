@@ -124,7 +124,7 @@ def test_report_of_a_study_whose_trials_all_failed_writes_the_table_only(project
 def test_report_of_an_unknown_study(project):
     project.tiny()
     result = project.run("report", "--study", "tiny")
-    assert result.returncode == 1 and "run `python -m dlas_dse optimize --study tiny` first" in result.stderr
+    assert result.returncode == 2 and "run `python -m dlas_dse optimize --study tiny` first" in result.stderr
 
 
 def test_front_2d_keeps_only_non_dominated_points():

@@ -22,6 +22,7 @@ from typing import Callable, Iterator
 import tvm
 from tvm import rpc
 
+from dlas_dse.files import ConfigError
 from dlas_dse.stack.measurement import CpuTimes, set_runtime_threads
 
 TRACKER_VARIABLE = "DLAS_RPC_TRACKER"
@@ -41,7 +42,14 @@ def parse_address(text: str) -> tuple[str, int]:
 
 def tracker_address(configured: str) -> tuple[str, int]:
     """The tracker to use: ``$DLAS_RPC_TRACKER`` if set, else the catalogue's ``configured``."""
-    return parse_address(os.environ.get(TRACKER_VARIABLE) or configured)
+    override = os.environ.get(TRACKER_VARIABLE)
+    if not override:
+        return parse_address(configured)
+    try:
+        return parse_address(override)
+    except ValueError as error:
+        raise ConfigError("environment", TRACKER_VARIABLE, f"{error}; set it to the tracker's host:port "
+                          "or unset it to use the catalogue's tracker") from None
 
 
 @dataclass
