@@ -18,7 +18,7 @@ import logging
 import os
 import shutil
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -90,9 +90,12 @@ class ArtifactCache:
             leftovers = stored_files(directory, COMPLETE_MARKER) if directory.is_dir() else []
             return f"{leftovers[0]} has no {COMPLETE_MARKER} beside it to check it by" if leftovers else None
         try:
-            recorded = self.metadata(directory)["files"]
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            return f"{COMPLETE_MARKER} is unreadable or records no file digests ({type(error).__name__}: {error})"
+            metadata = self.metadata(directory)
+        except (OSError, ValueError) as error:
+            return f"{COMPLETE_MARKER} is unreadable ({type(error).__name__}: {error})"
+        recorded = metadata.get("files") if isinstance(metadata, dict) else None
+        if not isinstance(recorded, dict):
+            return f"{COMPLETE_MARKER} records no file digests (an entry of an older format, never read again)"
         reason = check_files(directory, recorded, full)
         if reason is None and full and VALUE_FILE in recorded:
             try:
@@ -101,23 +104,23 @@ class ArtifactCache:
                 reason = f"{VALUE_FILE} is not JSON ({error})"
         return reason
 
-    def quarantine(self, stage: str, key: str, reason: str, names: tuple[str, ...] = ()) -> Path:
-        """Move the entry (or only its files ``names``) aside to ``.corrupt/<stage>-<key>-<time>/``
-        with ``reason.txt`` and log a warning; the caller holds the entry's lock."""
+    def quarantine(self, stage: str, key: str, reason: str) -> Path:
+        """Move the entry's files aside to ``.corrupt/<stage>-<key>-<time>/`` with ``reason.txt`` and
+        log a warning; the caller holds the entry's lock. Its metadata goes first, so that readers
+        see no entry; subdirectories (a tuning database's runs in progress) stay."""
         stamp = datetime.now().strftime("%Y%m%dT%H%M%S.%f")
         aside = self.root / CORRUPT_DIR / f"{stage}-{key}-{stamp}"
-        aside.parent.mkdir(parents=True, exist_ok=True)
+        aside.mkdir(parents=True)
         source = self.path(stage, key)
-        if names:
-            aside.mkdir()
-            for name in names:
-                if (source / name).exists():
-                    os.rename(source / name, aside / name)
-        else:
-            os.rename(source, aside)
+        for name in [COMPLETE_MARKER, *(path.name for path in source.iterdir()
+                                        if path.is_file() and path.name != COMPLETE_MARKER)]:
+            if (source / name).exists():
+                os.rename(source / name, aside / name)
+        with suppress(OSError):
+            source.rmdir()  # empty now, unless something stays
         (aside / "reason.txt").write_text(f"{stage} {key}: {reason}\n")
         self._verified.discard((stage, key))
-        LOGGER.warning("cache entry %s/%s is corrupt (%s): moved to %s and rebuilt", stage, key, reason, aside)
+        LOGGER.warning("cache entry %s/%s is corrupt (%s): moved to %s, to be rebuilt", stage, key, reason, aside)
         return aside
 
     def record_files(self, stage: str, key: str, names: list[str], metadata: dict | None = None) -> None:

@@ -78,10 +78,11 @@ class TuningDatabase:
                 return self._load()
             except RuntimeError as error:  # TVM raises its parse errors as RuntimeError
                 reason = f"MetaSchedule cannot load it ({str(error).strip().splitlines()[-1][:200]})"
-        self.cache.quarantine(STAGE, self.key, reason, names=(*DATABASE_FILES, COMPLETE_MARKER))
+        self.cache.quarantine(STAGE, self.key, reason)
         return self._load()
 
     def _load(self) -> ms.database.JSONDatabase:
+        self.directory.mkdir(parents=True, exist_ok=True)
         database = ms.database.JSONDatabase(*(str(self.directory / name) for name in DATABASE_FILES))
         if not (self.directory / COMPLETE_MARKER).exists():  # new (empty files): record them
             self.cache.record_files(STAGE, self.key, list(DATABASE_FILES))
