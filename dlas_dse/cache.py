@@ -26,7 +26,6 @@ from typing import Any, Callable, Iterator
 from dlas_dse.integrity import check_files, digest_files, stored_files
 
 COMPLETE_MARKER = "meta.json"
-VALUE_FILE = "value.json"
 CORRUPT_DIR = ".corrupt"
 FORMAT_VERSION = 5
 """Part of every key: bump it when what an artifact directory holds changes (5: file digests)."""
@@ -83,8 +82,7 @@ class ArtifactCache:
 
     def problem(self, stage: str, key: str, full: bool = True) -> str | None:
         """Why the entry of ``stage`` and ``key`` cannot be used (None: intact, or holds no file).
-        Checks its metadata, each file's size, and with ``full`` each file's sha256 and that a
-        cached value parses."""
+        Checks its metadata, each file's size, and with ``full`` each file's sha256."""
         directory = self.path(stage, key)
         if not (directory / COMPLETE_MARKER).exists():
             leftovers = stored_files(directory, COMPLETE_MARKER) if directory.is_dir() else []
@@ -96,13 +94,7 @@ class ArtifactCache:
         recorded = metadata.get("files") if isinstance(metadata, dict) else None
         if not isinstance(recorded, dict):
             return f"{COMPLETE_MARKER} records no file digests (an entry of an older format, never read again)"
-        reason = check_files(directory, recorded, full)
-        if reason is None and full and VALUE_FILE in recorded:
-            try:
-                json.loads((directory / VALUE_FILE).read_text())
-            except ValueError as error:
-                reason = f"{VALUE_FILE} is not JSON ({error})"
-        return reason
+        return check_files(directory, recorded, full)
 
     def quarantine(self, stage: str, key: str, reason: str) -> Path:
         """Move the entry's files aside to ``.corrupt/<stage>-<key>-<time>/`` with ``reason.txt`` and
@@ -182,7 +174,7 @@ class ArtifactCache:
         """Cache a small JSON result (e.g. an accuracy) computed by ``compute()``."""
 
         def create(directory: Path) -> None:
-            (directory / VALUE_FILE).write_text(json.dumps(compute()))
+            (directory / "value.json").write_text(json.dumps(compute()))
 
         directory, hit = self.get_or_create(stage, inputs, create)
-        return json.loads((directory / VALUE_FILE).read_text()), hit
+        return json.loads((directory / "value.json").read_text()), hit
