@@ -26,7 +26,7 @@ from dlas_dse.stack.models import trained_model
 from dlas_dse.stack.tuning import TuningDatabase
 from dlas_dse.trial import run_trial
 
-DIGITS = {"name": "digits", "image_size": 32, "val_fraction": 0.2, "split_seed": 0}
+DIGITS = {"name": "digits", "image_size": 32, "val_fraction": 0.95, "split_seed": 0}  # a small training split
 MODEL = {"architecture": "mobilenet_v2", "epochs": 0, "learning_rate": 0.05, "batch_size": 64, "seed": 0,
          "weights": ""}
 PRUNING = {"technique": "weight_pruning", "sparsity": 0.5, "max_layer_sparsity": 0.95, "finetune_epochs": 0,
@@ -39,16 +39,22 @@ def digits():
     return load_dataset(DIGITS)
 
 
+def rewrite(path: Path, data: bytes) -> None:
+    """Replace ``path`` by a new file (a library this process loaded keeps its own pages)."""
+    path.with_name("corrupted").write_bytes(data)
+    path.with_name("corrupted").replace(path)
+
+
 def flip(path: Path) -> None:
     """Invert one byte in the middle of ``path``: the same size, other contents."""
     data = bytearray(path.read_bytes())
     data[len(data) // 2] ^= 0xFF
-    path.write_bytes(bytes(data))
+    rewrite(path, bytes(data))
 
 
 def truncate(path: Path) -> None:
     """Keep the first half of ``path``."""
-    path.write_bytes(path.read_bytes()[:path.stat().st_size // 2])
+    rewrite(path, path.read_bytes()[:path.stat().st_size // 2])
 
 
 CORRUPTIONS = {"flipped": flip, "truncated": truncate}
