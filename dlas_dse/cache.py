@@ -115,13 +115,12 @@ class ArtifactCache:
         LOGGER.warning("cache entry %s/%s is corrupt (%s): moved to %s, to be rebuilt", stage, key, reason, aside)
         return aside
 
-    def record_files(self, stage: str, key: str, names: list[str], metadata: dict | None = None) -> None:
+    def record_files(self, stage: str, key: str, names: list[str]) -> None:
         """Write the entry's metadata with the digests of its files ``names`` (atomically, replacing
         it): for an entry its own writer changes in place, such as the tuning database."""
         directory = self.path(stage, key)
         written = directory / f"{COMPLETE_MARKER}.tmp-{os.getpid()}"
-        written.write_text(json.dumps({**(metadata or {}), "files": digest_files(directory, names)},
-                                      default=str, indent=1))
+        written.write_text(json.dumps({"files": digest_files(directory, names)}, indent=1))
         os.replace(written, directory / COMPLETE_MARKER)
 
     def _intact(self, stage: str, key: str) -> bool:
