@@ -23,6 +23,7 @@ examples:
   python -m dlas_dse surrogate train --study dlas-paper-mini     an XGBoost latency model of the trials
   python -m dlas_dse surrogate predict --study dlas-paper-mini --grid   predicted latency of every point
   python -m dlas_dse devices                           the hardware catalogue: reachable now? peak?
+  python -m dlas_dse cache verify                      check every cached artifact against its digests
   python -m dlas_dse grid --study dlas-paper --dry-run the paper's ~1,000-point grid, planned
   python -m dlas_dse grid --study dlas-paper-mini      the same grid on digits, run here
   python -m dlas_dse worker --study dlas-paper-mini --storage postgresql://user@dbhost/dlas
@@ -160,6 +161,21 @@ def _parser() -> argparse.ArgumentParser:
                     "measured float32 peak where known.")
     devices.add_argument("--measure-peak", action="store_true",
                          help="measure the local CPU's peak now (float32 GEMM, a few seconds) if not cached")
+    cache = commands.add_parser(
+        "cache", help="check the artifact cache: `cache verify [--repair]`",
+        description="Every cache entry (checkpoint, compressed model, compiled library, cached value, tuning "
+                    "database) records the size and sha256 of its files when written. Trials check them before "
+                    "use and rebuild a corrupt entry by themselves; `cache verify` checks the whole cache now.")
+    actions = cache.add_subparsers(dest="action", required=True, metavar="ACTION")
+    verify = actions.add_parser(
+        "verify", help="check every entry; exit code 1 if one is corrupt (unless --repair)",
+        description="Check every entry of the artifact cache, tuning databases included, against the digests "
+                    "recorded when it was written, and print each corrupt one with the reason. Exit code 1 if "
+                    "any is corrupt. --repair moves them to <cache>/.corrupt/<stage>-<key>-<time>/ (with "
+                    "reason.txt) instead, and the next trial that needs one rebuilds it. Safe while studies run: "
+                    "each entry is checked under its lock.")
+    verify.add_argument("--repair", action="store_true", help="move corrupt entries aside (exit code 0)")
+    verify.add_argument("--cache", metavar="DIR", help="the cache folder (default: $DLAS_CACHE_DIR or results/cache)")
     return parser
 
 
@@ -333,6 +349,22 @@ def _devices(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from dlas_dse.cache_verify import describe, verify_cache
+    from dlas_dse.config import default_cache_dir
+
+    root = Path(args.cache or default_cache_dir())
+    if not root.is_dir():
+        print(f"error: no artifact cache at {root}; give its folder with --cache DIR (or set DLAS_CACHE_DIR)",
+              file=sys.stderr)
+        return 2
+    checked, findings = verify_cache(root, repair=args.repair)
+    print(describe(root, checked, findings, args.repair))
+    return 1 if findings and not args.repair else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code (2 for configuration errors)."""
     args = _parser().parse_args(argv)
@@ -344,7 +376,8 @@ def main(argv: list[str] | None = None) -> int:
         os.environ[DATA_DIR_VARIABLE] = str(args.data_dir)
     try:
         commands = {"optimize": _optimize, "grid": _grid, "worker": _worker, "remeasure": _remeasure, "show": _show, "report": _report,
-                    "dashboard": _dashboard, "surrogate": surrogate_commands.run, "list": _list, "devices": _devices}
+                    "dashboard": _dashboard, "surrogate": surrogate_commands.run, "list": _list, "devices": _devices,
+                    "cache": _cache}
         return commands[args.command](args)
     except (ConfigError, PreflightError, StudyNotFound) as error:
         print(f"error: {error}", file=sys.stderr)
