@@ -17,7 +17,7 @@ import os
 import tempfile
 import time
 
-from common import save
+from common import ResultsFile
 
 from dlas_dse.cache import ArtifactCache  # noqa: E402
 from dlas_dse.config import settings_with_defaults  # noqa: E402
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--architecture", default="resnet18")
     parser.add_argument("--repeats", type=int, default=5, help="timings of each entry's check (best kept)")
     args = parser.parse_args()
-    started = time.perf_counter()
+    out = ResultsFile("cache_verify", {}, os.cpu_count())
     with tempfile.TemporaryDirectory(prefix="cache-verify-") as root:
         execute(config(args.architecture), SETTINGS, root)  # fills the cache
         hit_started = time.perf_counter()
@@ -71,10 +71,10 @@ def main() -> None:
             entries[name] = {"stage": stage, "bytes": size, "check_s": min(seconds),
                              "mb_per_s": size / 1e6 / min(seconds)}
     check_s = sum(entry["check_s"] for entry in entries.values())
-    results = {"architecture": args.architecture, "entries": entries, "check_s": check_s,
-               "all_hit_trial_s": trial_s, "share_of_trial": check_s / trial_s,
-               "stage_s": {k: v for k, v in attributes.items() if k.startswith("time_") and k.endswith("_s")}}
-    path = save("cache_verify", results, os.cpu_count(), started)
+    out.results.update({"architecture": args.architecture, "entries": entries, "check_s": check_s,
+                        "all_hit_trial_s": trial_s, "share_of_trial": check_s / trial_s,
+                        "stage_s": {k: v for k, v in attributes.items() if k.startswith("time_") and k.endswith("_s")}})
+    path = out.save()
     for name, entry in entries.items():
         print(f"{name:<28} {entry['bytes'] / 1e6:8.2f} MB  check {entry['check_s'] * 1e3:7.1f} ms")
     print(f"all checks {check_s * 1e3:.1f} ms = {100 * check_s / trial_s:.2f}% of the all-hit trial "
