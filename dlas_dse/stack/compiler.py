@@ -207,7 +207,7 @@ def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executabl
         profile = {"macs": count_macs(mod) // request.batch_size,
                    "input_dtype": str(next(request.model.parameters()).dtype).replace("torch.", "")}
         mod, precision_record = PRECISIONS[request.precision].lower(mod, folded, request.calibration or {})
-        mod, algorithm_record = apply_algorithm(mod, request.algorithm)
+        mod, algorithm_record = apply_algorithm(mod, request.algorithm, request.device.tvm_target())
         profile["deployed_bytes"] = deployed_bytes(mod)  # as deployed: CSR arrays, winograd-transformed weights
         pipeline, tuning = _schedule(mod, request, cache)
         request.device.export_library(tvm.compile(mod, request.device.tvm_target(), relax_pipeline=pipeline),

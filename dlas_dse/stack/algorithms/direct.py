@@ -10,6 +10,7 @@ from tvm import te
 
 from dlas_dse.registry import ALGORITHMS
 from dlas_dse.stack.algorithms.conv import ConvSpec, accumulate, pad_input
+from dlas_dse.stack.algorithms.int8_dot import applies, dot_lowering, dot_product
 from dlas_dse.stack.algorithms.lowering import Lowering
 from dlas_dse.stack.algorithms.schedule import default_schedule, tile_reduction
 from dlas_dse.stack.algorithms.sparse import sparse_lowering
@@ -48,9 +49,13 @@ def direct_compute(spec: ConvSpec):
 
 @ALGORITHMS.register("direct")
 def direct(spec: ConvSpec, weight: np.ndarray, params: dict) -> Lowering:
-    """The convolution as its definition (every shape, every group count)."""
+    """The convolution as its definition (every shape, every group count); int8 ones on the
+    target's dot-product instruction where it has one (:mod:`.int8_dot`)."""
     if params.get("format") == "sparse":
         return sparse_lowering("direct", spec, weight)
+    dot = dot_product(params.get("target"))
+    if dot is not None and applies(spec, params):
+        return dot_lowering(spec, weight, dot)
     stored = weight if spec.layout == "NCHW" else np.ascontiguousarray(weight.transpose(2, 3, 1, 0))
     return Lowering("direct", direct_compute(spec), [stored])
 

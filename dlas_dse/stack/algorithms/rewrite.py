@@ -76,11 +76,13 @@ def convert_layout(mod: tvm.IRModule, layout: str) -> tvm.IRModule:
     return relax.transform.FoldConstant()(converted)
 
 
-def apply_algorithm(mod: tvm.IRModule, params: dict) -> tuple[tvm.IRModule, dict]:
+def apply_algorithm(mod: tvm.IRModule, params: dict,
+                    target: tvm.target.Target | None = None) -> tuple[tvm.IRModule, dict]:
     """Rewrite ``mod``'s convolutions with the layer-4 ``params`` (conv, layout, format and the
-    algorithm's own); returns the module and a record of what each convolution used."""
+    algorithm's own) for ``target`` (an algorithm may use its instructions); returns the module
+    and a record of what each convolution used."""
     mod = convert_layout(mod, params.get("layout", "NCHW"))
-    rewriter = _ConvolutionRewriter(mod, params)
+    rewriter = _ConvolutionRewriter(mod, {**params, "target": target})
     rewritten = relax.transform.DeadCodeElimination()(rewrite_functions(mod, rewriter))
     fallbacks = Counter(u["fallback_reason"] for u in rewriter.used if "fallback_reason" in u)
     return rewritten, {"convolutions_by_algorithm": dict(Counter(u["algorithm"] for u in rewriter.used)),
