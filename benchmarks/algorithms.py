@@ -2,7 +2,8 @@
 sparse, and per-layer GFLOP/s — side by side in one run.
 
 ResNet-18 at 32×32 with the CIFAR stem (random weights; BatchNorm folded), batch 1, on host-cpu:
-1. whole model, every algorithm × layout with the project's default schedules; peers in the same
+1. whole model, every algorithm × layout with the project's default schedules (`auto`, which
+   picks among them per convolution, is in systems.py); peers in the same
    run: ONNX Runtime, PyTorch eager, and TVM without a default schedule (plain loops);
 2. dense vs sparse (CSR) for direct, gemm and spatial_pack at sparsities 0.5 / 0.8 / 0.9 / 0.95
    (each convolution magnitude-pruned to the sparsity), and the sparsity where sparse first wins;
@@ -31,8 +32,8 @@ from common import ROOT, ResultsFile, median_ms, random_model, succeeded
 import tvm  # noqa: E402
 from tvm import relax  # noqa: E402
 
-from dlas_dse.registry import ALGORITHMS  # noqa: E402
 from dlas_dse.stack.algorithms import apply_algorithm, convolutions, build_pipeline  # noqa: E402
+from dlas_dse.stack.algorithms.auto import candidates  # noqa: E402
 from dlas_dse.stack.algorithms.conv import conv_module, spec_from_call  # noqa: E402
 from dlas_dse.stack.compiler import fold_batchnorm, to_relax  # noqa: E402
 from dlas_dse.stack.hardware import create_device  # noqa: E402
@@ -169,7 +170,7 @@ def main() -> None:
         out.attempt(results["peers"], "tvm_without_default_schedules",
                     functools.partial(run_model, resnet18(), None, timer, scheduled=False))
     model = resnet18()
-    for conv in ALGORITHMS.names():
+    for conv in candidates():
         for layout in ("NCHW", "NHWC"):
             row = out.attempt(results["dense"], f"{conv} {layout}", functools.partial(
                 run_model, model, {"conv": conv, "layout": layout, "format": "dense"}, timer))
@@ -186,7 +187,7 @@ def main() -> None:
                     and sparse[f"{conv} {s}"]["latency_ms"] < sparse[f"{conv} {s}"]["dense_ms"]), None)
         for conv in SPARSE_ALGORITHMS}
     variants = {f"{conv} {layout}": {"conv": conv, "layout": layout, "format": "dense"}
-                for conv in ALGORITHMS.names() for layout in ("NCHW", "NHWC")}
+                for conv in candidates() for layout in ("NCHW", "NHWC")}
     variants.update({f"sparse_{conv} 0.9": {"conv": conv, "layout": "NCHW", "format": "sparse"}
                      for conv in SPARSE_ALGORITHMS})
     layers = layer_specs()

@@ -25,8 +25,7 @@ from tvm.relax.frontend.torch import from_exported_program
 
 from dlas_dse.cache import ArtifactCache, code_fingerprint
 from dlas_dse.registry import COMPILERS, Param
-from dlas_dse.stack import algorithms
-from dlas_dse.stack.algorithms import apply_algorithm, build_pipeline
+from dlas_dse.stack.algorithms import KernelTimes, apply_algorithm, build_pipeline, layer4_modules
 from dlas_dse.stack.datasets import Dataset
 from dlas_dse.stack.hardware import Device
 from dlas_dse.stack.measurement import CpuTimes, local_counters
@@ -122,13 +121,6 @@ def to_relax(model: nn.Module, input_shape: tuple[int, ...]) -> tvm.IRModule:
     return from_exported_program(program, keep_params_as_input=False, unwrap_unit_return_tuple=True)
 
 
-def algorithm_modules() -> list:
-    """The modules of layer 4 (their code is part of every build's cache key)."""
-    prefix = algorithms.__name__ + "."
-    return [algorithms] + sorted((m for name, m in sys.modules.items() if name.startswith(prefix)),
-                                 key=lambda m: m.__name__)
-
-
 def deployed_bytes(mod: tvm.IRModule) -> int:
     """Bytes of the constant tensors (weights, biases) the module deploys, in their stored dtypes
     (scalar constants such as a ReLU6 bound are not parameters and not counted)."""
@@ -199,7 +191,7 @@ def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executabl
               "target": request.device.target, "tvm": tvm.__version__,
               "code": code_fingerprint(sys.modules[__name__], sys.modules[PRECISIONS["int8"].lower.__module__],
                                        sys.modules[visit_functions.__module__], sys.modules[tune.__module__],
-                                       *algorithm_modules())}
+                                       *layer4_modules())}
 
     def create(directory: Path) -> dict:
         folded = fold_batchnorm(request.model)
@@ -207,7 +199,8 @@ def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executabl
         profile = {"macs": count_macs(mod) // request.batch_size,
                    "input_dtype": str(next(request.model.parameters()).dtype).replace("torch.", "")}
         mod, precision_record = PRECISIONS[request.precision].lower(mod, folded, request.calibration or {})
-        mod, algorithm_record = apply_algorithm(mod, request.algorithm, request.device.tvm_target())
+        mod, algorithm_record = apply_algorithm(mod, request.algorithm, request.device.tvm_target(),
+                                                KernelTimes(request.device, cache))
         profile["deployed_bytes"] = deployed_bytes(mod)  # as deployed: CSR arrays, winograd-transformed weights
         pipeline, tuning = _schedule(mod, request, cache)
         request.device.export_library(tvm.compile(mod, request.device.tvm_target(), relax_pipeline=pipeline),

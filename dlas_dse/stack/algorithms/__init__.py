@@ -1,9 +1,11 @@
 """Layer 4, algorithms and data formats: a Relax rewrite of the model's convolutions into the
 chosen algorithm (direct, gemm, spatial_pack, winograd), data layout (NCHW, NHWC) and weight
-format (dense, sparse CSR), each with a default schedule written by the project."""
+format (dense, sparse CSR), each with a default schedule written by the project; ``auto`` picks
+per convolution the one measured fastest on the trial's device."""
 
 from dlas_dse.registry import ALGORITHMS, Rule
 from dlas_dse.stack.algorithms import direct, gemm, spatial_pack, winograd  # noqa: F401  (registration order = default first)
+from dlas_dse.stack.algorithms.auto import KernelTimes, layer4_modules
 from dlas_dse.stack.algorithms.rewrite import apply_algorithm, convolutions
 from dlas_dse.stack.algorithms.schedule import build_pipeline
 
@@ -15,4 +17,4 @@ ALGORITHMS.rules += [
          "winograd transforms the weights into a dense tile space; it has no sparse variant"),
 ]
 
-__all__ = ["apply_algorithm", "convolutions", "build_pipeline"]
+__all__ = ["apply_algorithm", "convolutions", "build_pipeline", "KernelTimes", "layer4_modules"]

@@ -14,11 +14,13 @@ from tvm import te
 class Lowering:
     """One convolution as TE: ``compute(data, *constants)`` returns the output in the spec's
     layout; ``constants`` are the (pre-transformed) weights it needs; ``algorithm`` is the name
-    recorded for the trial (``direct``, ``sparse_gemm``, ...)."""
+    recorded for the trial (``direct``, ``sparse_gemm``, ...); ``why`` says why it was chosen,
+    where something chose it (``auto``)."""
 
     algorithm: str
     compute: Callable[..., te.Tensor]
     constants: list[np.ndarray] = field(default_factory=list)
+    why: str | None = None
 
 
 class NotApplicable(Exception):

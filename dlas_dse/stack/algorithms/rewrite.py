@@ -61,7 +61,8 @@ class _ConvolutionRewriter(PyExprMutator):
         spec = spec_from_call(call, str(weight.dtype))
         lowering, reason = lower_convolution(spec, to_oihw(weight, str(call.attrs.kernel_layout)), self.params)
         self.used.append({"conv": spec.describe(), "algorithm": lowering.algorithm,
-                          **({"fallback_reason": reason} if reason else {})})
+                          **({"fallback_reason": reason} if reason else {}),
+                          **({"why": lowering.why} if lowering.why else {})})
         constants = [relax.const(c) for c in lowering.constants]
         return self.builder_.call_te(lowering.compute, call.args[0], *constants,
                                      primfunc_name_hint=f"conv2d_{lowering.algorithm}")
@@ -76,13 +77,14 @@ def convert_layout(mod: tvm.IRModule, layout: str) -> tvm.IRModule:
     return relax.transform.FoldConstant()(converted)
 
 
-def apply_algorithm(mod: tvm.IRModule, params: dict,
-                    target: tvm.target.Target | None = None) -> tuple[tvm.IRModule, dict]:
+def apply_algorithm(mod: tvm.IRModule, params: dict, target: tvm.target.Target | None = None,
+                    kernel_times=None) -> tuple[tvm.IRModule, dict]:
     """Rewrite ``mod``'s convolutions with the layer-4 ``params`` (conv, layout, format and the
-    algorithm's own) for ``target`` (an algorithm may use its instructions); returns the module
-    and a record of what each convolution used."""
+    algorithm's own) for ``target`` (an algorithm may use its instructions; ``auto`` measures
+    kernels with ``kernel_times``, a :class:`~.auto.KernelTimes`); returns the module and a record
+    of what each convolution used."""
     mod = convert_layout(mod, params.get("layout", "NCHW"))
-    rewriter = _ConvolutionRewriter(mod, {**params, "target": target})
+    rewriter = _ConvolutionRewriter(mod, {**params, "target": target, "kernel_times": kernel_times})
     rewritten = relax.transform.DeadCodeElimination()(rewrite_functions(mod, rewriter))
     fallbacks = Counter(u["fallback_reason"] for u in rewriter.used if "fallback_reason" in u)
     return rewritten, {"convolutions_by_algorithm": dict(Counter(u["algorithm"] for u in rewriter.used)),
