@@ -18,6 +18,7 @@ from typing import Callable
 
 import tvm
 
+from dlas_dse.board.state import is_emulated_tracker
 from dlas_dse.cache import ArtifactCache
 from dlas_dse.files import ConfigError, project_root, read_yaml, unknown_field
 from dlas_dse.registry import DEVICES, Param, PreflightError, Rule
@@ -83,6 +84,20 @@ class Device:
     def status(self) -> tuple[bool, str]:
         """Whether the device can be used now, and what was checked."""
         return True, "this process"
+
+    @property
+    def emulated(self) -> bool:
+        """Whether the kernels run under emulation: correct results, latency not the device's."""
+        return False
+
+    @property
+    def kind(self) -> str:
+        """The device's kind as shown and recorded: ``rpc``, or ``rpc, emulated``."""
+        return self.details["kind"] + (", emulated" if self.emulated else "")
+
+    def ran_on(self) -> str:
+        """Where this device's kernels ran (recorded with the verification, the latency and accuracy)."""
+        return f"this process ({self.description})"
 
 
 class LocalCPU(Device):
@@ -160,6 +175,16 @@ class RemoteBoard(Device):
         status = tracker_status(host, port, self.details["key"])
         return status.usable, status.describe()
 
+    @property
+    def emulated(self) -> bool:
+        """Emulated in the catalogue, or its tracker is this machine's emulated board's (``board run``)."""
+        return bool(self.details.get("emulated")) or is_emulated_tracker(*self.tracker)
+
+    def ran_on(self) -> str:
+        host, port = self.tracker
+        emulated = " (emulated AArch64 board: QEMU user-mode)" if self.emulated else ""
+        return f"board {self.details['key']!r} via tracker {host}:{port}, target {self.target.get('mtriple')}{emulated}"
+
 
 def cuda_status() -> tuple[bool, str]:
     """Whether a CUDA GPU is usable here, and which one (or why not)."""
@@ -229,7 +254,7 @@ def _rpc(entry: CatalogueEntry, threads: int) -> Device:
 KINDS: dict[str, tuple[Callable[[CatalogueEntry, int], Device], dict[str, type]]] = {
     "local-cpu": (_local_cpu, {}),
     "cuda": (_cuda, {}),
-    "rpc": (_rpc, {"tracker": str, "key": str, "cross_compiler": str, "session_timeout_s": int}),
+    "rpc": (_rpc, {"tracker": str, "key": str, "cross_compiler": str, "session_timeout_s": int, "emulated": bool}),
 }
 """Device kinds: the function that creates a device of the kind, and the kind's own fields."""
 COMMON_FIELDS = {"kind": str, "description": str, "target": dict, "cores": int, "peak_gflops": float}
@@ -305,6 +330,10 @@ def _preflight(entry: CatalogueEntry) -> Callable[[dict], None]:
         if isinstance(device, RemoteBoard):
             host, port = device.tracker
             advice = "to reach a board:\n" + how_to_start(entry.name, device.details["key"], host, port, device.target)
+            if device.details.get("emulated"):
+                advice = ("start the emulated board (built once by `make edge-board`):\n"
+                          "  python -m dlas_dse board run -- python -m dlas_dse optimize --study NAME\n"
+                          "or `python -m dlas_dse board start` in another shell")
         raise PreflightError(f"hardware.device {entry.name}: " + "; ".join(problems) + f".\n{advice}")
 
     return check
