@@ -29,14 +29,12 @@ SPACE = """\
 description: one resnet18 (fp32, direct) and one mobilenet_v2 (int8, im2col-GEMM) trial on the edge-arm board
 dataset:
   name: digits
-  image_size: 16
 model:
   architecture: {choices: [resnet18, mobilenet_v2]}
   epochs: 1
   seed: 0
 compression:
   technique: {choices: [none, int8]}
-  finetune_epochs: 0
   calibration_images: 64
 algorithm:
   conv: {choices: [direct, gemm]}
@@ -164,3 +162,34 @@ def test_without_qemu_the_board_says_what_to_install_and_writes_nothing(project,
             in result.stderr, result.stderr
         assert result.stderr.count("error:") == 1
     assert not (tmp_path / "board").exists() and not (project.root / "results").exists()
+
+
+def test_emulated_latencies_are_marked_and_kept_out_of_latency_findings():
+    """Two models whose emulated latencies differ twofold: show marks them, the observations, the
+    surrogate's rows and remeasure leave them out; the observation without latency keeps them."""
+    from dlas_dse import observations
+    from dlas_dse.plots import EMULATED, label, plottable
+    from dlas_dse.remeasure import select_trials
+    from dlas_dse.report import describe_study, detailed_frame
+    from dlas_dse.surrogate.data import measured_trials
+
+    study = optuna.create_study(directions=["maximize", "minimize", "minimize"])
+    study.set_metric_names(["accuracy", "latency_ms", "size_bytes"])
+    for architecture, latency_ms, size, accuracy in (("small", 2.0, 1e6, 0.9), ("big", 1.0, 4e6, 0.8)):
+        config = {"model.architecture": architecture, "hardware.device": "edge-arm", "hardware.threads": 1}
+        rounds = [latency_ms * f for f in (0.98, 0.99, 1.0, 1.01, 1.02)]
+        study.add_trial(optuna.trial.create_trial(values=[accuracy, latency_ms, size], params={}, distributions={},
+                                                  user_attrs={"config": config, "threads": 1, "emulated": True,
+                                                              "build": {"build_key": architecture},
+                                                              "latency": {"round_ms": rounds, "noisy": False}}))
+    shown = describe_study(study)
+    assert "2 trial(s) ran on an emulated device" in shown and shown.count("emulated: latency is the emulator's") == 2
+    frame = detailed_frame(study)
+    assert frame["emulated"].tolist() == [True, True]
+    found = {o.title: o for o in observations.compute(frame, "demo")}
+    smaller = found["A smaller model is not always faster"]
+    assert smaller.verdict == observations.NOT_ENOUGH_DATA and "emulated" in smaller.summary
+    accuracy = found["A smaller model is not always less accurate"]  # no latency: the trials count
+    assert accuracy.verdict == observations.HOLDS
+    assert (plottable(frame)["latency_source"] == EMULATED).all() and "2 of 2 emulated" in label(plottable(frame), "latency_ms")
+    assert len(measured_trials([study])) == 0 and select_trials(study, everything=True) == []
