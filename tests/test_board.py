@@ -31,7 +31,7 @@ dataset:
   name: digits
 model:
   architecture: {choices: [resnet18, mobilenet_v2]}
-  epochs: 1
+  epochs: 0                      # untrained (BatchNorm recalibrated): accuracy is real, and fast to get
   seed: 0
 compression:
   technique: {choices: [none, int8]}
@@ -60,8 +60,8 @@ sampler: grid
 n_trials: 2
 seed: 0
 trial_timeout_s: 1500
-evaluation: {batch_size: 4, max_samples: 8}
-measurement: {warmup_runs: 1, min_repeats: 2, max_repeats: 3, min_time_s: 0.0, rounds: 1}
+evaluation: {batch_size: 4, max_samples: 4}
+measurement: {warmup_runs: 0, min_repeats: 1, max_repeats: 1, min_time_s: 0.0, rounds: 1, max_discarded: 0}
 verification: {samples: 2}
 """
 EXPECTED = {("resnet18", "none", "direct"), ("mobilenet_v2", "int8", "gemm")}
@@ -145,7 +145,9 @@ def test_the_board_dying_mid_trial_fails_that_trial_and_the_study_goes_on(projec
                 study.kill()
     first, second = _trials(project, "board")
     assert first.state.name == "FAIL", output[-3000:]
-    assert re.search(r"(?i)connect|socket|closed|broken|reset|rpc|session", first.user_attrs["fail_reason"])
+    reason = first.user_attrs["fail_reason"]  # TVM's own words for a lost session vary: any connection error
+    assert "the board under key 'edge-arm' failed mid-trial" in reason, reason
+    assert re.search(r"(?i)connect|socket|closed|broken|reset|rpc|session", reason.split("):", 1)[1]), reason
     assert second.state.name == "FAIL" and "no board to run on" in second.user_attrs["fail_reason"]
     assert read_state(board_root) is None and not _board_processes(board_root)
 

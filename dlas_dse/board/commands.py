@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 
@@ -16,7 +17,7 @@ apache-tvm's aarch64 runtime, run under QEMU user-mode emulation, serving TVM RP
 edge-arm behind a tracker on this host. Results are real AArch64 execution; latency is QEMU's,
 not a board's: trials on it are marked emulated and kept out of latency findings.
 
-  board build                   build the root once (~6 min, ~650 MB; `make edge-board`); reused after
+  board build                   build the root once (3-6 min, ~640 MB; `make edge-board`); reused after
   board run -- COMMAND ...      start the board, run COMMAND with DLAS_RPC_TRACKER set to it, stop it
                                 e.g. board run -- python -m dlas_dse optimize --study edge-arm
   board start [--port 9190]     start it and leave it running (`board stop` stops it)
@@ -107,6 +108,7 @@ def _run(args: argparse.Namespace) -> int:
         print("error: board run needs a command after --, e.g. board run -- python -m dlas_dse optimize "
               "--study edge-arm", file=sys.stderr)
         return 2
+    signal.signal(signal.SIGTERM, lambda number, frame: sys.exit(128 + number))  # stop the board on `kill` too
     with server.running(threads=args.threads) as state:
         print(f"emulated board {state.key!r} ready behind the tracker at {state.tracker}", file=sys.stderr, flush=True)
         try:

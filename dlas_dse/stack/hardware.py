@@ -9,12 +9,13 @@ names devices; each has a kind — ``local-cpu``, ``cuda`` or ``rpc`` — implem
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import tvm
 
@@ -80,6 +81,11 @@ class Device:
         """The CPU counters of the machine that runs this device's kernels (the measurement's
         interference check), or None where they cannot be read."""
         return local_counters()
+
+    @contextlib.contextmanager
+    def explained_failures(self) -> Iterator[None]:
+        """Around running this device's kernels: an error says what the device knows of its cause."""
+        yield
 
     def status(self) -> tuple[bool, str]:
         """Whether the device can be used now, and what was checked."""
@@ -163,6 +169,20 @@ class RemoteBoard(Device):
             self._session = RemoteSession(host, port, self.details["key"], self.threads,
                                           self.details.get("session_timeout_s", 3600))
         return self._session.load(library), self._session.device
+
+    @contextlib.contextmanager
+    def explained_failures(self) -> Iterator[None]:
+        """An error in the board's session (a board that died or lost its network mid-trial, a
+        kernel failing there) names the board and what its tracker says of it now."""
+        try:
+            yield
+        except Exception as error:
+            if self._session is None:  # no session yet: the error says why none could be opened
+                raise
+            host, port = self.tracker
+            now = tracker_status(host, port, self.details["key"]).describe()
+            raise RuntimeError(f"the board under key {self.details['key']!r} failed mid-trial (now {now}): "
+                               f"{type(error).__name__}: {error}") from error
 
     def cpu_counters(self) -> Callable[[], CpuTimes] | None:
         """The board's counters, read on the board (needs a loaded library: a session)."""
