@@ -2,7 +2,7 @@
 VENV ?= .venv
 PYTHON := $(VENV)/bin/python
 
-.PHONY: install system-packages test-system-packages quickstart test benchmark clean
+.PHONY: install system-packages test-system-packages board-system-packages edge-board quickstart test benchmark clean
 
 SUDO := $(shell [ "$$(id -u)" -eq 0 ] || echo sudo)
 
@@ -15,9 +15,19 @@ apt_install = @command -v $(1) >/dev/null || { $(SUDO) apt-get update -qq && $(S
 system-packages:
 	$(call apt_install,aarch64-linux-gnu-gcc,gcc-aarch64-linux-gnu)
 
-# ... and, for the tests, a headless browser that loads the dashboard.
-test-system-packages:
+# ... for the tests, a headless browser that loads the dashboard ...
+test-system-packages: board-system-packages
 	$(call apt_install,chromium,chromium)
+
+# ... and the emulated AArch64 board: QEMU user-mode emulation, binfmt_misc, a Debian root builder.
+board-system-packages:
+	@{ command -v qemu-aarch64-static && { command -v debootstrap || test -x /usr/sbin/debootstrap; } \
+	   && command -v update-binfmts; } >/dev/null || { $(SUDO) apt-get update -qq \
+	   && $(SUDO) apt-get install -y -qq qemu-user-static debootstrap binfmt-support; }
+
+# An emulated AArch64 board (Debian arm64 root with TVM, run under QEMU), built once and reused.
+edge-board: install board-system-packages
+	$(SUDO) $(PYTHON) -m dlas_dse board build
 
 $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)

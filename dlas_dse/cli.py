@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 
+from dlas_dse.board import commands as board_commands
 from dlas_dse.surrogate import commands as surrogate_commands
 
 DATA_DIR_VARIABLE = "DLAS_DATA_DIR"
@@ -29,6 +30,8 @@ examples:
   python -m dlas_dse worker --study dlas-paper-mini --storage postgresql://user@dbhost/dlas
                                                        one of many workers sharing a grid
   python -m dlas_dse optimize --study edge-arm --hardware host-cpu   an edge study, run on this machine
+  python -m dlas_dse board run -- python -m dlas_dse optimize --study edge-arm
+                                                       the edge study on an emulated AArch64 board (QEMU)
 
 A study (studies/NAME.yaml) names a search space (search_spaces/NAME.yaml) over the six DLAS
 layers - dataset, model, compression, algorithm, software, hardware - and the objectives
@@ -151,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
                            help="address to listen on (default: 127.0.0.1; 0.0.0.0 exposes it to the network)")
 
     surrogate_commands.add_parser(commands)
+    board_commands.add_parser(commands)
 
     commands.add_parser("list", help="list the available studies and search spaces")
 
@@ -337,13 +341,14 @@ def _devices(args: argparse.Namespace) -> int:
 
     cache = ArtifactCache(default_cache_dir())
     print(f"hardware catalogue {catalogue_path()}")
+    width = max(12, *(len(name) for name in DEVICES.names()))
     for name in DEVICES.names():
         device = create_device({"device": name, "threads": 0})
         usable, why = device.status()
         peak = device.peak(cache, measure=args.measure_peak)
-        print(f"  {name:<12} {device.details['kind']:<9} {'ready' if usable else 'NOT REACHABLE':<13} {why}")
-        print(f"  {'':<12} target {device.target}")
-        print(f"  {'':<12} peak " + (f"{peak['gflops']:.1f} GFLOP/s at {device.threads} threads ({peak['method']})"
+        print(f"  {name:<{width}} {device.kind:<13} {'ready' if usable else 'NOT REACHABLE':<13} {why}")
+        print(f"  {'':<{width}} target {device.target}")
+        print(f"  {'':<{width}} peak " + (f"{peak['gflops']:.1f} GFLOP/s at {device.threads} threads ({peak['method']})"
                                      if peak else "unknown" + (" (measure: --measure-peak)"
                                                                if device.details["kind"] == "local-cpu" else "")))
     return 0
@@ -377,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         commands = {"optimize": _optimize, "grid": _grid, "worker": _worker, "remeasure": _remeasure, "show": _show, "report": _report,
                     "dashboard": _dashboard, "surrogate": surrogate_commands.run, "list": _list, "devices": _devices,
-                    "cache": _cache}
+                    "cache": _cache, "board": board_commands.run}
         return commands[args.command](args)
     except (ConfigError, PreflightError, StudyNotFound) as error:
         print(f"error: {error}", file=sys.stderr)

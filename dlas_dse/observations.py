@@ -61,13 +61,18 @@ class Finding:
 
 
 OBSERVATIONS: dict[str, Callable[[pd.DataFrame], Finding]] = {}
+WITHOUT_LATENCY: set[str] = set()
+"""Observations that use no latency: emulated trials (latency not the device's) count there too."""
 
 
-def observation(title: str) -> Callable:
-    """Register a finding function under the observation's title (the report runs them in order)."""
+def observation(title: str, latency: bool = True) -> Callable:
+    """Register a finding function under the observation's title (the report runs them in order);
+    ``latency=False``: it reads no latency, so emulated trials are not left out of it."""
 
     def register(finding: Callable[[pd.DataFrame], Finding]) -> Callable[[pd.DataFrame], Finding]:
         OBSERVATIONS[title] = finding
+        if not latency:
+            WITHOUT_LATENCY.add(title)
         return finding
 
     return register
@@ -426,7 +431,7 @@ def _tau(cells: list[Cell], objective: str) -> float:
     return stats.kendalltau([c.medians[objective] for c in cells], [c.latency_ms for c in cells]).statistic
 
 
-@observation("A smaller model is not always less accurate")
+@observation("A smaller model is not always less accurate", latency=False)
 def size_vs_accuracy(frame: pd.DataFrame) -> Finding:
     """How deployed size and accuracy rank together; a smaller model is not always less accurate."""
     group = frame.dropna(subset=["size_bytes", "accuracy"])
@@ -606,7 +611,22 @@ def compute(frame: pd.DataFrame, study: str = "NAME") -> list[Observation]:
     if done.empty:
         return [Observation(title, NOT_ENOUGH_DATA, "no completed trial") for title in OBSERVATIONS]
     done = with_rounds(done)
-    return [_observe(title, finding(done), study) for title, finding in OBSERVATIONS.items()]
+    emulated = done["emulated"].fillna(False).astype(bool) if "emulated" in done else pd.Series(False, done.index)
+    on_device = done[~emulated]
+    left_out = ([f"- {int(emulated.sum())} trial(s) on an emulated device left out: their latency is the "
+                 "emulator's, not the device's"] if emulated.any() else [])
+    found = []
+    for title, finding in OBSERVATIONS.items():
+        if title in WITHOUT_LATENCY:
+            found.append(_observe(title, finding(done), study))
+        elif on_device.empty:
+            found.append(Observation(title, NOT_ENOUGH_DATA, "every completed trial ran on an emulated device, "
+                                     "whose latency is not the device's", left_out))
+        else:
+            observed = _observe(title, finding(on_device), study)
+            observed.evidence += left_out
+            found.append(observed)
+    return found
 
 
 def _observe(title: str, finding: Finding, study: str) -> Observation:

@@ -23,6 +23,8 @@ MODEL = "model.architecture"
 LOG_WHEN_SPREAD = ("latency_ms", "size_mb")
 MARKERS = ("o", "s", "^", "D", "v", "P", "X", "*")
 PAIRS = (("latency_ms", "accuracy"), ("size_mb", "latency_ms"))
+EMULATED = "emulated (not the device's)"
+"""The latency source of a trial run on an emulated device."""
 HOVER = ("trial", "latency_source", "model.architecture", "compression.technique", "algorithm.conv", "algorithm.format",
          "software.tuning", "threads_used")
 
@@ -35,8 +37,11 @@ def plottable(frame: pd.DataFrame) -> pd.DataFrame:
     if done.empty:
         return done
     confirmed = done["confirmed_latency_ms"] if "confirmed_latency_ms" in done else pd.Series(float("nan"), done.index)
+    source = confirmed.notna().map({True: "confirmed", False: "first measurement"})
+    if "emulated" in done:
+        source = source.where(~done["emulated"].fillna(False).astype(bool), EMULATED)
     return done.assign(size_mb=done["size_bytes"] / 1e6, latency_ms=confirmed.fillna(done["latency_ms"]),
-                       latency_source=confirmed.notna().map({True: "confirmed", False: "first measurement"}))
+                       latency_source=source)
 
 
 def label(frame: pd.DataFrame, column: str) -> str:
@@ -45,6 +50,8 @@ def label(frame: pd.DataFrame, column: str) -> str:
     if column == "latency_ms" and "latency_source" in frame and (frame["latency_source"] == "confirmed").any():
         confirmed = int((frame["latency_source"] == "confirmed").sum())
         text += f"; confirmed for {confirmed} of {len(frame)} trials"
+    if column == "latency_ms" and "latency_source" in frame and (frame["latency_source"] == EMULATED).any():
+        text += f"; {int((frame['latency_source'] == EMULATED).sum())} of {len(frame)} emulated: not the device's"
     return text
 
 

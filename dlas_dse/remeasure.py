@@ -53,9 +53,11 @@ def bootstrap_interval(values: list[float], level: float = CONFIDENCE, resamples
 
 
 def select_trials(study: optuna.Study, everything: bool, margin: float = MARGIN) -> list[FrozenTrial]:
-    """The complete, measured trials to re-time: all of them, or the front and those within ``margin``."""
+    """The complete, measured trials to re-time (not emulated): all of them, or the front and those within
+    ``margin``."""
     trials = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-              if "repeat_of" not in t.user_attrs and "build" in t.user_attrs]
+              if "repeat_of" not in t.user_attrs and "build" in t.user_attrs
+              and not t.user_attrs.get("emulated")]  # timing an emulated board again confirms nothing
     if everything:
         return trials
     near = set(front_numbers(study, margin))

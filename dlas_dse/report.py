@@ -49,6 +49,8 @@ def _notes(trial: optuna.trial.FrozenTrial, record: dict | None, fell_off: bool)
     notes = [str(reason) for reason in (attrs.get("fail_reason"), attrs.get("excluded_by")) if reason]
     if attrs.get("latency_noisy"):
         notes.append("noisy: measured on a busy machine (see latency.interference)")
+    if attrs.get("emulated"):
+        notes.append("emulated: latency is the emulator's, not the device's")
     if record and record.get("noisy"):
         notes.append("confirmed figure noisy")
     if "repeat_of" in attrs:
@@ -58,7 +60,7 @@ def _notes(trial: optuna.trial.FrozenTrial, record: dict | None, fell_off: bool)
     return notes
 
 
-PROVENANCE = ("device", "cpu_model", "macs", "parameters", "achieved_gflops", "percent_of_peak", "tuning_capped")
+PROVENANCE = ("device", "device_kind", "ran_on", "cpu_model", "macs", "parameters", "achieved_gflops", "percent_of_peak", "tuning_capped")
 
 
 def detailed_frame(study: optuna.Study) -> pd.DataFrame:
@@ -77,7 +79,7 @@ def detailed_frame(study: optuna.Study) -> pd.DataFrame:
         latency = attrs.get("latency") or {}
         row.update(latency_iqr_ms=latency.get("iqr_ms"), latency_runs=latency.get("runs"),
                    latency_round_ms=latency.get("round_ms"), latency_noisy=latency.get("noisy"),
-                   threads_used=attrs.get("threads"),
+                   threads_used=attrs.get("threads"), emulated=bool(attrs.get("emulated")),
                    achieved_sparsity=(attrs.get("compression") or {}).get("sparsity"))
         row.update(_confirmed_latency(confirmed.get(trial.number) or attrs.get("confirmed_latency") or {}))
         row.update({key: value for key, value in attrs.items() if key.startswith("time_")})
@@ -135,6 +137,10 @@ def describe_study(study: optuna.Study) -> str:
     header = f"study {study.study_name}: " + ", ".join(f"{n} {s.lower()}" for s, n in counts.items() if n)
     if not trials:
         return header + "\n(no trials yet: run `python -m dlas_dse optimize --study NAME`)"
+    emulated = sum(1 for t in trials if t.user_attrs.get("emulated"))
+    if emulated:
+        header += (f"\n{emulated} trial(s) ran on an emulated device (QEMU): their results are real, their "
+                   "latency is not the device's (left out of observations, the surrogate and remeasure)")
     lines = [header, "", "trials:", format_frame(trials_frame(study))]
     if counts["COMPLETE"]:
         confirmed = len(records(study))

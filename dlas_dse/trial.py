@@ -205,6 +205,7 @@ def execute(config: Config, settings: dict, cache_dir: str,
         verification["tolerance"] = max(verification["tolerance"], latency_build.get("tolerance", 0.0))
         check = check_against_pytorch(latency_executable, reference, dataset.val_x[:verification["samples"]],
                                       verification["tolerance"], float64)
+        check["ran_on"] = device.ran_on()
     with stage("measure"):
         sample, protocol = dataset.val_x[:1], dict(settings["measurement"])
         cores = device.pin(protocol.pop("cpu_affinity"))
@@ -237,6 +238,7 @@ def execute(config: Config, settings: dict, cache_dir: str,
         "achieved_gflops": achieved_gflops, "peak": peak,
         "percent_of_peak": 100 * achieved_gflops / peak["gflops"] if peak else None,
         "target": device.target, "device": device.name, "threads": device.threads,
+        "device_kind": device.kind, "emulated": device.emulated, "ran_on": device.ran_on(),
         "cpu_model": device.description, "versions": versions(),
         "dataset_sizes": {"train": len(dataset.train_y), "validation": len(dataset.val_y)},
     }

@@ -87,8 +87,9 @@ class TVMExecutable(Executable):
 
     def _loaded(self) -> tuple[relax.VirtualMachine, tvm.runtime.Device]:
         if self._vm is None:
-            module, self._device = self._target_device.load(self.library)
-            self._vm = relax.VirtualMachine(module, self._device)
+            with self._target_device.explained_failures():
+                module, self._device = self._target_device.load(self.library)
+                self._vm = relax.VirtualMachine(module, self._device)
         return self._vm, self._device
 
     def _input(self, batch: np.ndarray, device: tvm.runtime.Device) -> tvm.runtime.Tensor:
@@ -96,7 +97,8 @@ class TVMExecutable(Executable):
 
     def run(self, batch: np.ndarray) -> np.ndarray:
         vm, device = self._loaded()
-        return vm["main"](self._input(batch, device)).numpy().astype(np.float32)
+        with self._target_device.explained_failures():
+            return vm["main"](self._input(batch, device)).numpy().astype(np.float32)
 
     def cpu_counters(self) -> Callable[[], CpuTimes] | None:
         self._loaded()
@@ -104,7 +106,8 @@ class TVMExecutable(Executable):
 
     def time_runs(self, batch: np.ndarray, count: int) -> list[float]:
         vm, device = self._loaded()
-        return list(vm.time_evaluator("main", device, number=1, repeat=count)(self._input(batch, device)).results)
+        with self._target_device.explained_failures():
+            return list(vm.time_evaluator("main", device, number=1, repeat=count)(self._input(batch, device)).results)
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:

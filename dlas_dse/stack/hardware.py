@@ -9,15 +9,17 @@ names devices; each has a kind — ``local-cpu``, ``cuda`` or ``rpc`` — implem
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import tvm
 
+from dlas_dse.board.state import is_emulated_tracker
 from dlas_dse.cache import ArtifactCache
 from dlas_dse.files import ConfigError, project_root, read_yaml, unknown_field
 from dlas_dse.registry import DEVICES, Param, PreflightError, Rule
@@ -80,9 +82,28 @@ class Device:
         interference check), or None where they cannot be read."""
         return local_counters()
 
+    @contextlib.contextmanager
+    def explained_failures(self) -> Iterator[None]:
+        """Around running this device's kernels: an error says what the device knows of its cause."""
+        yield
+
     def status(self) -> tuple[bool, str]:
         """Whether the device can be used now, and what was checked."""
         return True, "this process"
+
+    @property
+    def emulated(self) -> bool:
+        """Whether the kernels run under emulation: correct results, latency not the device's."""
+        return False
+
+    @property
+    def kind(self) -> str:
+        """The device's kind as shown and recorded: ``rpc``, or ``rpc, emulated``."""
+        return self.details["kind"] + (", emulated" if self.emulated else "")
+
+    def ran_on(self) -> str:
+        """Where this device's kernels ran (recorded with the verification, the latency and accuracy)."""
+        return f"this process ({self.description})"
 
 
 class LocalCPU(Device):
@@ -149,6 +170,20 @@ class RemoteBoard(Device):
                                           self.details.get("session_timeout_s", 3600))
         return self._session.load(library), self._session.device
 
+    @contextlib.contextmanager
+    def explained_failures(self) -> Iterator[None]:
+        """An error in the board's session (a board that died or lost its network mid-trial, a
+        kernel failing there) names the board and what its tracker says of it now."""
+        try:
+            yield
+        except Exception as error:
+            if self._session is None:  # no session yet: the error says why none could be opened
+                raise
+            host, port = self.tracker
+            now = tracker_status(host, port, self.details["key"]).describe()
+            raise RuntimeError(f"the board under key {self.details['key']!r} failed mid-trial (now {now}): "
+                               f"{type(error).__name__}: {error}") from error
+
     def cpu_counters(self) -> Callable[[], CpuTimes] | None:
         """The board's counters, read on the board (needs a loaded library: a session)."""
         if self._session is None:
@@ -159,6 +194,16 @@ class RemoteBoard(Device):
         host, port = self.tracker
         status = tracker_status(host, port, self.details["key"])
         return status.usable, status.describe()
+
+    @property
+    def emulated(self) -> bool:
+        """Emulated in the catalogue, or its tracker is this machine's emulated board's (``board run``)."""
+        return bool(self.details.get("emulated")) or is_emulated_tracker(*self.tracker)
+
+    def ran_on(self) -> str:
+        host, port = self.tracker
+        emulated = " (emulated AArch64 board: QEMU user-mode)" if self.emulated else ""
+        return f"board {self.details['key']!r} via tracker {host}:{port}, target {self.target.get('mtriple')}{emulated}"
 
 
 def cuda_status() -> tuple[bool, str]:
@@ -229,7 +274,7 @@ def _rpc(entry: CatalogueEntry, threads: int) -> Device:
 KINDS: dict[str, tuple[Callable[[CatalogueEntry, int], Device], dict[str, type]]] = {
     "local-cpu": (_local_cpu, {}),
     "cuda": (_cuda, {}),
-    "rpc": (_rpc, {"tracker": str, "key": str, "cross_compiler": str, "session_timeout_s": int}),
+    "rpc": (_rpc, {"tracker": str, "key": str, "cross_compiler": str, "session_timeout_s": int, "emulated": bool}),
 }
 """Device kinds: the function that creates a device of the kind, and the kind's own fields."""
 COMMON_FIELDS = {"kind": str, "description": str, "target": dict, "cores": int, "peak_gflops": float}
@@ -305,6 +350,10 @@ def _preflight(entry: CatalogueEntry) -> Callable[[dict], None]:
         if isinstance(device, RemoteBoard):
             host, port = device.tracker
             advice = "to reach a board:\n" + how_to_start(entry.name, device.details["key"], host, port, device.target)
+            if device.details.get("emulated"):
+                advice = ("start the emulated board (built once by `make edge-board`):\n"
+                          "  python -m dlas_dse board run -- python -m dlas_dse optimize --study NAME\n"
+                          "or `python -m dlas_dse board start` in another shell")
         raise PreflightError(f"hardware.device {entry.name}: " + "; ".join(problems) + f".\n{advice}")
 
     return check

@@ -105,8 +105,13 @@ class RemoteSession:
     """One board held through the tracker: upload libraries, load them, run on its CPU."""
 
     def __init__(self, host: str, port: int, key: str, threads: int, timeout_s: float):
+        status = tracker_status(host, port, key)
+        if not status.usable:  # the tracker would queue the request until a board registers: forever
+            raise RuntimeError(f"no board to run on: {status.describe()}")
         self.session = rpc.connect_tracker(host, port).request(key, priority=1, session_timeout=int(timeout_s))
         self.device, self.key = self.session.cpu(0), key
+        self._loaded: dict[Path, tvm.runtime.Module] = {}
+        self._counter: Callable | None = None
         self.use_threads(threads)
 
     def use_threads(self, threads: int) -> None:
@@ -117,18 +122,24 @@ class RemoteSession:
                             "as many threads as it runs.")
 
     def load(self, library: Path) -> tvm.runtime.Module:
-        """Upload ``library`` (a shared object built for the board) and load it there."""
-        remote_name = f"{library.parent.name}-{library.name}"  # the build key keeps names apart
-        self.session.upload(str(library), remote_name)
-        return self.session.load_module(remote_name)
+        """Upload ``library`` (a shared object built for the board) and load it there, once per
+        session (a round trip to an emulated board is expensive)."""
+        if library not in self._loaded:
+            remote_name = f"{library.parent.name}-{library.name}"  # the build key keeps names apart
+            self.session.upload(str(library), remote_name)
+            self._loaded[library] = self.session.load_module(remote_name)
+        return self._loaded[library]
 
     def cpu_counters(self, compiler: str | None) -> Callable[[], CpuTimes]:
         """The board's CPU counters, read on the board: :data:`COUNTERS_SOURCE` compiled with
-        ``compiler`` (the board's cross compiler; None: this host's), uploaded and loaded there."""
-        with tempfile.TemporaryDirectory() as folder:
-            library = Path(folder) / "dlas-cpu-counters.so"
-            tvm.support.cc.create_shared(str(library), [str(COUNTERS_SOURCE)], options=["-O2"], cc=compiler)
-            counter = self.load(library).get_function("dlas_cpu_counter", query_imports=True)
+        ``compiler`` (the board's cross compiler; None: this host's), uploaded and loaded there once
+        per session."""
+        if self._counter is None:
+            with tempfile.TemporaryDirectory() as folder:
+                library = Path(folder) / "dlas-cpu-counters.so"
+                tvm.support.cc.create_shared(str(library), [str(COUNTERS_SOURCE)], options=["-O2"], cc=compiler)
+                self._counter = self.load(library).get_function("dlas_cpu_counter", query_imports=True)
+        counter = self._counter
         ticks_per_s = float(counter(3))
 
         def read() -> CpuTimes:
@@ -147,33 +158,61 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
+def start_in_own_session(command: list[str], output: Path | None = None,
+                         environment: dict[str, str] | None = None) -> subprocess.Popen:
+    """Start ``command`` in a session (process group) of its own, its output to ``output``: a TVM
+    tracker or RPC server runs its loop in a PopenWorker child, and killing only the parent would
+    orphan that child, still serving (~1 GB each); :func:`stop_process_group` stops them all."""
+    with open(output or os.devnull, "w") as log:
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True, env=environment)
+
+
+def stop_process_group(pid: int) -> None:
+    """Kill the process group that :func:`start_in_own_session` started as ``pid`` (gone already: fine)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def start_tracker(port: int) -> subprocess.Popen:
+    """A TVM RPC tracker on 127.0.0.1:``port``, in a session of its own."""
+    return start_in_own_session([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
+                                 "--port", str(port), "--port-end", str(port + 1)])
+
+
+def server_arguments(tracker_port: int, server_port: int, key: str) -> list[str]:
+    """``tvm.exec.rpc_server``'s arguments: listen on 127.0.0.1:``server_port``, register under ``key``."""
+    return ["-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(server_port),
+            "--port-end", str(server_port + 1), "--tracker", f"127.0.0.1:{tracker_port}", "--key", key]
+
+
+def wait_until_registered(port: int, key: str, processes: list[subprocess.Popen], timeout_s: float,
+                          what: str) -> None:
+    """Wait until a board is registered under ``key`` with the tracker at 127.0.0.1:``port``; raise
+    RuntimeError if it takes longer than ``timeout_s`` or one of ``processes`` ends first."""
+    deadline = time.monotonic() + timeout_s
+    while not tracker_status("127.0.0.1", port, key).usable:
+        ended = [p for p in processes if p.poll() is not None]
+        if time.monotonic() > deadline or ended:
+            why = (f"{' '.join(map(str, ended[0].args))[:200]} exited with code {ended[0].returncode}"
+                   if ended else f"not within {timeout_s:g} s")
+            raise RuntimeError(f"{what} did not register under {key!r} with the tracker at 127.0.0.1:{port}: {why}")
+        time.sleep(0.5)
+
+
 @contextlib.contextmanager
 def loopback_tracker(key: str, log: Path | None = None, timeout_s: float = 120) -> Iterator[int]:
     """A tracker and one RPC server (this host as the board, every core usable) under ``key`` on
     127.0.0.1, for tests and benchmarks of the remote path; yields the tracker's port (the server's
     output goes to ``log``)."""
     port, server_port = free_port(), free_port()
-    # Each runs its loop in a TVM PopenWorker child: killing only the parent would orphan that child,
-    # still serving (~1 GB each). A session of their own lets the whole group be stopped.
-    processes = [subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_tracker", "--host", "127.0.0.1",
-                                   "--port", str(port), "--port-end", str(port + 1)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)]
-    with open(log or os.devnull, "w") as output:
-        processes.append(subprocess.Popen([sys.executable, "-m", "tvm.exec.rpc_server", "--host", "127.0.0.1",
-                                           "--port", str(server_port), "--port-end", str(server_port + 1),
-                                           "--tracker", f"127.0.0.1:{port}", "--key", key],
-                                          stdout=output, stderr=subprocess.STDOUT, start_new_session=True,
-                                          env={**os.environ, "TVM_NUM_THREADS": str(os.cpu_count())}))
+    processes = [start_tracker(port)]
     try:
-        deadline = time.monotonic() + timeout_s
-        while not tracker_status("127.0.0.1", port, key).usable:
-            if time.monotonic() > deadline or any(p.poll() is not None for p in processes):
-                raise RuntimeError(f"the loopback RPC server did not register under {key!r} with the tracker "
-                                   f"at 127.0.0.1:{port} within {timeout_s:g} s")
-            time.sleep(0.5)
+        processes.append(start_in_own_session([sys.executable, *server_arguments(port, server_port, key)], log,
+                                              {**os.environ, "TVM_NUM_THREADS": str(os.cpu_count())}))
+        wait_until_registered(port, key, processes, timeout_s, "the loopback RPC server")
         yield port
     finally:
         for process in processes:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(process.pid, signal.SIGKILL)
+            stop_process_group(process.pid)
             process.wait()

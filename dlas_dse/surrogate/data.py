@@ -37,7 +37,7 @@ class Measured:
 
 
 def measured_trials(studies: list[optuna.Study]) -> Measured:
-    """The completed trials of ``studies`` that measured a latency."""
+    """The completed trials of ``studies`` that measured a latency on the device itself (not emulated)."""
     measured = Measured(studies=[study.study_name for study in studies])
     for study in studies:
         if LATENCY not in (study.metric_names or []):
@@ -46,7 +46,7 @@ def measured_trials(studies: list[optuna.Study]) -> Measured:
         for trial in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
             config = trial.user_attrs.get("config")
             latency = trial.values[position]
-            if config and latency and latency > 0:
+            if config and latency and latency > 0 and not trial.user_attrs.get("emulated"):
                 measured.configs.append(config)
                 measured.latencies_ms.append(float(latency))
                 measured.origins.append(f"{study.study_name}#{trial.number}")

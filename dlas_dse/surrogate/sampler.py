@@ -103,7 +103,8 @@ class SurrogateSampler(optuna.samplers.BaseSampler):
 
     def choose(self, study: optuna.Study, unmeasured: list[Config]) -> Config:
         """The configuration to measure next."""
-        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if "config" in t.user_attrs]
+        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                if "config" in t.user_attrs and not t.user_attrs.get("emulated")]  # emulated latency: not the board's
         if len(done) < max(self.startup_trials, 2):
             return unmeasured[self._rng.integers(len(unmeasured))]
         predicted = self.predict(study, done, unmeasured)
