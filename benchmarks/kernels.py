@@ -80,7 +80,7 @@ def main() -> None:
     results: dict = {"model": args.model, "builds": {}}
     out = ResultsFile(args.name or f"kernels-{args.model}", results, args.threads)
     machines = {}
-    for name, (algorithm, software, cache, _) in variants([], []).items():
+    for name, (algorithm, software, cache, _, _) in variants([], []).items():
         if software["compiler"] == "tvm":
             out.attempt(results["builds"], name, functools.partial(instrumented, machines, name, args.model,
                                                                    algorithm, software, cache, args.threads))

@@ -1,9 +1,11 @@
 """Layer 5 on this machine: is a compiler worth it? PyTorch eager, ONNX Runtime, TVM untuned and
 TVM tuned by MetaSchedule at several budgets, side by side in one run.
 
-resnet18 and mobilenet_v2 at 32×32 (CIFAR stems, random weights), float32, batch 1, on host-cpu,
-each compiled by the project's own compilers (the same builds a trial makes) and checked against
-PyTorch before it is timed. Every variant of a model is built first, then all are timed in
+resnet18 and mobilenet_v2 at 32×32 (CIFAR stems, random weights), float32 (and, with `--precisions
+float32 int8`, int8: ONNX Runtime's static QDQ int8 and TVM's int8 for each untuned algorithm, both
+calibrated on the same random images), batch 1, on host-cpu, each compiled by the project's own
+compilers (the same builds a trial makes) and checked against PyTorch (TVM int8: its int8 PyTorch
+reference, bit for bit) before it is timed. Every variant of a model is built first, then all are timed in
 alternating rounds (`--rounds`, the order rotated each round; latency = median of the round
 medians), so that this shared machine's drift slows them alike and the ratios hold. Also the
 achieved GFLOP/s (the model's direct-convolution MACs over the latency: Winograd's figure is an
@@ -18,7 +20,8 @@ only the new ones. `--budgets` names the budgets to tune in this run (0: none). 
 fails to build or to match PyTorch is recorded with its reason and the others are timed.
 
     python benchmarks/systems.py [--models resnet18 mobilenet_v2] [--budgets 16 64 256]
-        [--algorithms direct winograd] [--threads 2] [--rounds 5] [--min-time 0.5] [--name systems]
+        [--algorithms direct winograd auto] [--precisions float32 int8] [--threads 2] [--rounds 5]
+        [--min-time 0.5] [--name systems]
 """
 
 from __future__ import annotations
@@ -31,17 +34,24 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from common import ROOT, ResultsFile, interleaved_ms, random_model, succeeded
 
 from dlas_dse.cache import ArtifactCache  # noqa: E402
-from dlas_dse.stack.compiler import BuildRequest, compile_model  # noqa: E402
+from dlas_dse.stack.compiler import BuildRequest, compile_model, reference_model  # noqa: E402
+from dlas_dse.stack.compression import calibrate_input_scales  # noqa: E402
+from dlas_dse.stack.datasets import Dataset  # noqa: E402
 from dlas_dse.stack.hardware import create_device  # noqa: E402
 from dlas_dse.trial import check_against_pytorch  # noqa: E402
 
 CACHE = ROOT / "results" / "benchmark-cache" / "systems"
 DIRECT = {"conv": "direct", "layout": "NCHW", "format": "dense"}
 IMAGES = np.random.default_rng(1).standard_normal((4, 3, 32, 32)).astype(np.float32)
+CALIBRATION = np.random.default_rng(2).standard_normal((64, 3, 32, 32)).astype(np.float32)
+INT8_TOLERANCE = {"tvm": 1e-6, "onnxruntime": 0.3}
+"""Allowed error of an int8 build: TVM's against its int8 reference (the same integer arithmetic),
+ONNX Runtime's against float32 (its own quantisation: the trial's tolerance for it)."""
 UNTUNED = {"compiler": "tvm", "tuning": "untuned", "trials_per_task": 16, "max_trials": 0, "tuning_timeout_s": 0.0}
 
 
@@ -56,38 +66,62 @@ def _tuned_before() -> list[tuple[str, int]]:
     return [(match[1] or "direct", int(match[2])) for match in found if match]
 
 
-def variants(tune_budgets: list[int], algorithms: list[str]) -> dict[str, tuple[dict, dict, ArtifactCache, bool]]:
-    """name → (algorithm, software, cache, may tune): the peers, TVM untuned (direct, gemm and the
-    other ``algorithms``), and TVM tuned with every algorithm at every budget that has a cache
-    (re-measured) or is asked for (tuned now), NCHW dense."""
+def variants(tune_budgets: list[int], algorithms: list[str],
+             precisions: tuple[str, ...] = ("float32",)) -> dict[str, tuple[dict, dict, ArtifactCache, bool, str]]:
+    """name → (algorithm, software, cache, may tune, precision): the peers, TVM untuned (direct,
+    gemm and the other ``algorithms``; int8 too, and ONNX Runtime int8, when ``precisions`` has it),
+    and TVM tuned (float32) with every algorithm at every budget that has a cache (re-measured) or
+    is asked for (tuned now), NCHW dense."""
     untuned_cache = ArtifactCache(CACHE / "untuned")
-    chosen = {"pytorch eager": (DIRECT, {"compiler": "pytorch"}, untuned_cache, False),
-              "onnxruntime": (DIRECT, {"compiler": "onnxruntime"}, untuned_cache, False)}
+    chosen = {"pytorch eager": (DIRECT, {"compiler": "pytorch"}, untuned_cache, False, "float32"),
+              "onnxruntime": (DIRECT, {"compiler": "onnxruntime"}, untuned_cache, False, "float32")}
+    if "int8" in precisions:
+        chosen["onnxruntime int8"] = (DIRECT, {"compiler": "onnxruntime"}, untuned_cache, False, "int8")
     for conv in dict.fromkeys(["direct", "gemm", *algorithms]):
-        chosen[f"tvm untuned {conv}"] = ({**DIRECT, "conv": conv}, UNTUNED, untuned_cache, False)
+        for precision in precisions:
+            suffix = "" if precision == "float32" else f" {precision}"
+            chosen[f"tvm untuned {conv}{suffix}"] = ({**DIRECT, "conv": conv}, UNTUNED, untuned_cache, False, precision)
     asked = [(conv, budget) for conv in algorithms for budget in tune_budgets if budget > 0]
     for conv, budget in sorted(set(_tuned_before()) | set(asked), key=lambda pair: (pair[0] != "direct", pair)):
         software = {**UNTUNED, "tuning": "metaschedule", "trials_per_task": budget}
         name = f"tvm tuned {budget}/task" if conv == "direct" else f"tvm tuned {conv} {budget}/task"
         chosen[name] = ({**DIRECT, "conv": conv}, software, ArtifactCache(_tuned_cache(conv, budget)),
-                        (conv, budget) in asked)
+                        (conv, budget) in asked, "float32")
     return chosen
 
 
+def int8_request(model, request: dict) -> dict:
+    """The int8 part of a build request: scales calibrated on :data:`CALIBRATION`, and those
+    images as the training split ONNX Runtime calibrates on."""
+    labels = np.zeros(len(CALIBRATION), dtype=np.int64)
+    return {**request, "precision": "int8", "compression": {"calibration_images": len(CALIBRATION)},
+            "calibration": calibrate_input_scales(reference_model(model, "float32", None), torch.from_numpy(CALIBRATION)),
+            "dataset": Dataset("random", CALIBRATION, labels, IMAGES, labels[:len(IMAGES)], 10)}
+
+
 def build(architecture: str, algorithm: dict, software: dict, cache: ArtifactCache, may_tune: bool,
-          threads: int) -> tuple:
+          threads: int, precision: str = "float32") -> tuple:
     """Build one variant (tuning only if ``may_tune``) and check it against PyTorch: its
     executable and its row (latency still to be measured)."""
     model = random_model(architecture)
-    request = BuildRequest(model, {"benchmark": "systems", "architecture": architecture}, (3, 32, 32), 1,
-                           algorithm, software, create_device({"device": "host-cpu", "threads": threads}),
-                           tune=may_tune)
+    fields = {"model": model, "model_key": {"benchmark": "systems", "architecture": architecture},
+              "image_shape": (3, 32, 32), "batch_size": 1, "algorithm": algorithm, "software": software,
+              "device": create_device({"device": "host-cpu", "threads": threads}), "tune": may_tune}
+    if precision == "int8":
+        fields = int8_request(model, fields)
     started = time.perf_counter()
-    executable, record = compile_model(request, cache)
+    executable, record = compile_model(BuildRequest(**fields), cache)
     seconds = time.perf_counter() - started
-    check = check_against_pytorch(executable, model, IMAGES, tolerance=1e-3)
+    if precision == "int8":
+        reference = model if software["compiler"] == "onnxruntime" else \
+            reference_model(model, "int8", fields["calibration"])
+        check = check_against_pytorch(executable, reference, IMAGES, tolerance=INT8_TOLERANCE[software["compiler"]])
+    else:
+        check = check_against_pytorch(executable, model, IMAGES, tolerance=1e-3)
     row = {"macs": record["macs"], "max_abs_error": check["max_abs_error"], "build_seconds": seconds,
-           "build_hit": record["hit"]}
+           "build_hit": record["hit"], "precision": precision}
+    if "convolutions_by_algorithm" in record:
+        row["convolutions_by_algorithm"] = record["convolutions_by_algorithm"]
     tuning = record.get("tuning", {})
     if tuning.get("tasks"):
         row["tuning"] = {k: tuning.get(k) for k in ("tasks", "database_hits", "tuned_tasks", "measured_candidates",
@@ -114,6 +148,8 @@ def main() -> None:
                         help="trials per task to tune in this run (0: tune nothing, re-measure what is tuned)")
     parser.add_argument("--algorithms", nargs="+", default=["direct"],
                         help="layer-4 algorithms (NCHW, dense) to tune at the budgets, e.g. direct winograd")
+    parser.add_argument("--precisions", nargs="+", default=["float32"], choices=("float32", "int8"),
+                        help="untuned TVM and ONNX Runtime at each (tuned builds are float32)")
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds in which every variant is timed")
     parser.add_argument("--min-time", type=float, default=0.5, help="seconds of timed runs per variant per round")
@@ -129,9 +165,10 @@ def main() -> None:
     for architecture in args.models:
         rows = results["models"][architecture] = {}
         timers = {}
-        for name, (algorithm, software, cache, may_tune) in variants(args.budgets, args.algorithms).items():
+        for name, (algorithm, software, cache, may_tune, precision) in variants(
+                args.budgets, args.algorithms, tuple(args.precisions)).items():
             out.attempt(rows, name, functools.partial(
-                built_row, timers, name, architecture, algorithm, software, cache, may_tune, args.threads))
+                built_row, timers, name, architecture, algorithm, software, cache, may_tune, args.threads, precision))
         for name, timing in interleaved_ms(timers, args.rounds, args.min_time).items():
             row = rows[name]
             row.update(timing, gflops=2 * row["macs"] / timing["latency_ms"] / 1e6)

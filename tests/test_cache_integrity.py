@@ -172,7 +172,7 @@ def _matmul(size: int) -> tvm.IRModule:
 
 def tuned_database(cache_root: Path, sizes: tuple[int, ...] = (8, 16)) -> TuningDatabase:
     """A real shared tuning database holding one record per matmul size (run time = size µs)."""
-    database, private = TuningDatabase(ArtifactCache(cache_root), TARGET), ms.database.MemoryDatabase()
+    database, private = TuningDatabase(ArtifactCache(cache_root), TARGET, 1), ms.database.MemoryDatabase()
     for size in sizes:
         mod = _matmul(size)
         schedule = tvm.s_tir.Schedule(mod)
@@ -192,7 +192,7 @@ def run_times(database: ms.database.Database) -> list[float]:
 def test_a_corrupt_tuning_database_is_moved_aside_and_tuning_starts_again(corruption, tmp_path, caplog):
     original = run_times(tuned_database(tmp_path).open())
     assert original == pytest.approx([8e-6, 16e-6])
-    database = TuningDatabase(ArtifactCache(tmp_path), TARGET)
+    database = TuningDatabase(ArtifactCache(tmp_path), TARGET, 1)
     CORRUPTIONS[corruption](database.directory / "records.json")
     with caplog.at_level(logging.WARNING, logger="dlas_dse.cache"):
         assert len(database.open()) == 0  # empty, not records MetaSchedule would half-read or misread

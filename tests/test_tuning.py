@@ -43,13 +43,13 @@ class Tiny(torch.nn.Module):
         return self.fc(torch.relu(self.conv(x)).mean((2, 3)))
 
 
-def build(seed: int, cache: ArtifactCache, algorithm: dict, sparsity: float = 0.0):
+def build(seed: int, cache: ArtifactCache, algorithm: dict, sparsity: float = 0.0, threads: int = 2):
     torch.manual_seed(seed)
     model = Tiny().eval()
     with torch.no_grad():
         model.conv.weight *= torch.rand_like(model.conv.weight) >= sparsity
     request = BuildRequest(model, {"seed": seed, "sparsity": sparsity}, (3, 8, 8), 1,
-                           {"layout": "NCHW", "format": "dense", **algorithm}, TUNED, host(2))
+                           {"layout": "NCHW", "format": "dense", **algorithm}, TUNED, host(threads))
     executable, record = compile_model(request, cache)
     images = np.random.default_rng(seed).standard_normal((1, 3, 8, 8)).astype(np.float32)
     with torch.no_grad():
@@ -73,6 +73,9 @@ def test_tuning_is_checked_and_shared_through_the_database(tmp_path):
     second = build(1, cache, {"conv": "direct"})  # other weights, same workloads
     assert second["database_hits"] == 3 and second["tuned_tasks"] == 0 and second["measured_candidates"] == 0
     assert second["default_scheduled"] == first["default_scheduled"]
+    third = build(2, cache, {"conv": "direct"}, threads=1)  # same workloads at another thread count
+    assert third["database_hits"] == 0 and third["tuned_tasks"] == 3  # its records are its own
+    assert len([path for path in (cache.root / "tuning").iterdir() if not path.name.startswith(".")]) == 2
 
 
 @pytest.mark.slow
@@ -131,7 +134,7 @@ def _merge_worker(cache_dir: str, worker: int, workloads: int, start) -> None:
     """One worker process: merge a record for each of its own workloads, one merge at a time,
     all workers starting together."""
     target = host(1).tvm_target()
-    database, privates = TuningDatabase(ArtifactCache(cache_dir), target), []
+    database, privates = TuningDatabase(ArtifactCache(cache_dir), target, 1), []
     for index in range(workloads):
         mod, private = _matmul(8 + worker * workloads + index), ms.database.MemoryDatabase()
         schedule = tvm.s_tir.Schedule(mod)
@@ -156,7 +159,7 @@ def test_concurrent_workers_merge_into_one_database_without_mixing_records(tmp_p
     for process in processes:
         process.join(300)
         assert process.exitcode == 0
-    database = TuningDatabase(ArtifactCache(tmp_path), host(1).tvm_target()).open()
+    database = TuningDatabase(ArtifactCache(tmp_path), host(1).tvm_target(), 1).open()
     assert len(database) == workers * workloads
     for number in range(workers * workloads):
         mod = _matmul(8 + number)

@@ -173,7 +173,7 @@ def _schedule(mod: tvm.IRModule, request: BuildRequest, cache: ArtifactCache) ->
         budget = TuningBudget(software["trials_per_task"], software["max_trials"], software["tuning_timeout_s"])
         database, record = tune(mod, request.device, cache, budget)
     else:
-        database, record = TuningDatabase(cache, target).open(), {"tuned_tasks": 0, "note": "database only"}
+        database, record = TuningDatabase(cache, target, request.device.threads).open(), {"tuned_tasks": 0, "note": "database only"}
     return build_pipeline(target, database, default_scheduled), {**record, "default_scheduled": default_scheduled}
 
 
@@ -181,7 +181,7 @@ def _schedule(mod: tvm.IRModule, request: BuildRequest, cache: ArtifactCache) ->
     "tvm",
     tuning=Param(str, default="untuned", choices=("untuned", "metaschedule"),
                  help="untuned: the project's default schedule per algorithm; metaschedule: auto-scheduling "
-                      "(XGBoost cost model, evolutionary search) with the per-target shared database"),
+                      "(XGBoost cost model, evolutionary search) with the shared database of the target and thread count"),
     trials_per_task=Param(int, default=16, low=1, high=100000, help="measured candidates per tuning task"),
     max_trials=Param(int, default=0, low=0, help="cap on measured candidates over all tasks (0: no cap)"),
     tuning_timeout_s=Param(float, default=0.0, low=0.0, help="stop tuning after this many seconds (0: no limit)"))

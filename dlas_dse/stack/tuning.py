@@ -1,4 +1,4 @@
-"""Layer 5, auto-scheduling: MetaSchedule tuning with one database per target.
+"""Layer 5, auto-scheduling: MetaSchedule tuning with one database per target and thread count.
 
 The database lives in the artifact cache (``tuning/<target key>/``) and is shared by every trial,
 study and worker using that cache: a task (a fused PrimFunc, identified structurally) that has a
@@ -55,13 +55,14 @@ class TuningBudget:
 
 
 class TuningDatabase:
-    """The shared database of one target, in the artifact cache. Its files' digests are recorded
+    """The shared database of one target at one thread count (a schedule tuned at 1 thread is not
+    the one to run at 4), in the artifact cache. Its files' digests are recorded
     in the entry's metadata after every merge and checked on every open: a database that fails is
     moved aside to the cache's ``.corrupt/`` (logged) and tuning starts again from an empty one."""
 
-    def __init__(self, cache: ArtifactCache, target: tvm.target.Target):
+    def __init__(self, cache: ArtifactCache, target: tvm.target.Target, threads: int):
         self.cache = cache
-        self.key = cache.key_for(STAGE, {"target": str(target), "tvm": tvm.__version__})
+        self.key = cache.key_for(STAGE, {"target": str(target), "threads": threads, "tvm": tvm.__version__})
         self.directory = cache.path(STAGE, self.key)
         self.directory.mkdir(parents=True, exist_ok=True)
 
@@ -293,7 +294,7 @@ def tune(mod: tvm.IRModule, device: Device, cache: ArtifactCache, budget: Tuning
     started = time.perf_counter()
     load_tensor_intrinsics()
     target = device.tvm_target()
-    shared = TuningDatabase(cache, target)
+    shared = TuningDatabase(cache, target, device.threads)
     tasks = ms.relax_integration.extract_tasks(fuse_operators(mod, target), target)
     hits = shared.tuned(tasks)
     missing = [task for task in tasks if task.task_name not in hits]
