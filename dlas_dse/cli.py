@@ -7,6 +7,7 @@ import os
 import sys
 
 from dlas_dse.board import commands as board_commands
+from dlas_dse.samplers import SAMPLERS
 from dlas_dse.surrogate import commands as surrogate_commands
 
 DATA_DIR_VARIABLE = "DLAS_DATA_DIR"
@@ -72,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     optimize.add_argument("--study", required=True, help="a name in studies/ or a path to a study YAML")
     optimize.add_argument("--n-trials", type=_positive(int), help="finished trials to reach (default: the study's n_trials)")
     optimize.add_argument("--storage", help="SQLAlchemy URL (default: the study's, e.g. sqlite:///results/NAME.db)")
-    optimize.add_argument("--sampler", choices=["nsga2", "tpe", "random", "grid", "surrogate"],
+    optimize.add_argument("--sampler", choices=SAMPLERS.names(),
                           help="override the study's sampler (surrogate: XGBoost-assisted, see `surrogate --help`)")
     optimize.add_argument("--timeout", type=_positive(float), metavar="SECONDS", help="stop starting new trials after this long")
     optimize.add_argument("--data-dir", help=f"folder holding cifar-10-batches-py/ and imagenet/val/ "

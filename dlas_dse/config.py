@@ -14,19 +14,12 @@ from typing import Any
 from dlas_dse import stack  # noqa: F401  (importing the stack fills the layer registries)
 from dlas_dse.files import ConfigError, project_root, read_yaml, unknown_field
 from dlas_dse.registry import LAYERS, Param, Registry, UnknownEntryError
+from dlas_dse.samplers import SAMPLERS
 from dlas_dse.space import Constraint, Parameter, SearchSpace
 from dlas_dse.storage import parse_url
 
 OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "size_bytes": "minimize"}
 """Objectives a study can optimise, with their default directions."""
-SAMPLERS: dict[str, dict[str, Param]] = {
-    "nsga2": {"population_size": Param(int, default=None, low=2, help="individuals per generation")},
-    "tpe": {"n_startup_trials": Param(int, default=None, low=0, help="random trials before TPE")},
-    "random": {},
-    "grid": {},
-    "surrogate": {"startup_trials": Param(int, default=8, low=2, help="random trials before the surrogate chooses")},
-}
-"""Samplers a study can use, with the options each accepts."""
 
 SETTINGS: dict[str, dict[str, Param]] = {
     "evaluation": {
@@ -418,12 +411,13 @@ def load_study(name_or_path: str, overrides: dict[str, Any] | None = None) -> St
     if isinstance(sampler, dict):
         options = {k: v for k, v in sampler.items() if k != "name"}
         sampler = sampler.get("name", "nsga2")
-    if sampler not in SAMPLERS:
-        raise ConfigError(path, "sampler", f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS)}")
+    if sampler not in SAMPLERS.names():
+        raise ConfigError(path, "sampler", f"unknown sampler {sampler!r}; allowed: {', '.join(SAMPLERS.names())}")
     for key, value in options.items():
-        if key not in SAMPLERS[sampler]:
-            raise ConfigError(path, f"sampler.{key}", unknown_field(key, ["name", *SAMPLERS[sampler]]))
-        _check(path, f"sampler.{key}", value, SAMPLERS[sampler][key])
+        accepted = SAMPLERS.get(sampler).params
+        if key not in accepted:
+            raise ConfigError(path, f"sampler.{key}", unknown_field(key, ["name", *accepted]))
+        _check(path, f"sampler.{key}", value, accepted[key])
     if sampler == "grid":
         check_grid(space, path, "sampler")
 

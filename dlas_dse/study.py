@@ -22,10 +22,11 @@ import sqlalchemy
 from optuna.trial import TrialState
 from tqdm import tqdm
 
-from dlas_dse.config import OBJECTIVES, SETTINGS, ConfigError, StudyConfig
+from dlas_dse.config import SETTINGS, ConfigError, StudyConfig
 from dlas_dse.distinct import DistinctSampler, Proposal
 from dlas_dse.grid import enqueue_grid
 from dlas_dse.registry import LAYERS
+from dlas_dse.samplers import SAMPLERS
 from dlas_dse.space import SearchSpace, nest
 from dlas_dse.storage import check_storage, mask_url
 from dlas_dse.storage_lock import storage_lock
@@ -77,21 +78,10 @@ def stored_trials(storage: optuna.storages.BaseStorage, name: str) -> int:
 
 
 def _named_sampler(study: StudyConfig, name: str, seed: int | None) -> optuna.samplers.BaseSampler:
-    """The Optuna sampler called ``name``, with the study's options and ``seed``."""
+    """The Optuna sampler called ``name`` (see :mod:`dlas_dse.samplers`), with the study's options
+    and ``seed``."""
     options = study.sampler_options if name == study.sampler else {}
-    if name == "nsga2":
-        return optuna.samplers.NSGAIISampler(seed=seed, **options)
-    if name == "tpe":
-        return optuna.samplers.TPESampler(seed=seed, **options)
-    if name == "surrogate":
-        from dlas_dse.surrogate.sampler import SurrogateSampler
-
-        if set(study.objectives) != set(OBJECTIVES):
-            raise ConfigError(study.source, "objectives", f"the surrogate sampler optimises all of "
-                              f"{', '.join(OBJECTIVES)}; this study has {', '.join(study.objectives)}")
-        return SurrogateSampler(study.space, study.cache_dir, seed, **options)
-    # "random", and "grid", whose points are enqueued by run_study before sampling starts
-    return optuna.samplers.RandomSampler(seed=seed)
+    return SAMPLERS.get(name).function(study, seed, **options)
 
 
 def open_storage(url: str, heartbeat_interval_s: int = HEARTBEAT_INTERVAL_S,
