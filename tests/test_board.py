@@ -152,6 +152,14 @@ def test_the_board_dying_mid_trial_fails_that_trial_and_the_study_goes_on(projec
     assert read_state(board_root) is None and not _board_processes(board_root)
 
 
+def test_a_second_build_reuses_the_root(project, board_root):
+    marker = board_root / root.MARKER
+    built = marker.stat().st_mtime_ns
+    result = project.run("board", "build", timeout=300)
+    assert result.returncode == 0 and f"reusing the board's root at {board_root}" in result.stderr, result.stderr
+    assert marker.stat().st_mtime_ns == built and not board_root.with_name(board_root.name + ".partial").exists()
+
+
 def test_without_qemu_the_board_says_what_to_install_and_writes_nothing(project, tmp_path):
     missing = tmp_path / "missing-qemu-aarch64-static"
     board = tmp_path / "board" / "root"

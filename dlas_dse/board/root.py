@@ -104,11 +104,11 @@ def build(root: Path | None = None) -> Path:
         _say(f"reusing the board's root at {root}")
         return root
     emulation.check()
-    emulation.debootstrap_binary()
+    debootstrap = emulation.debootstrap_binary()
+    qemu = emulation.enable()  # before anything is written: unavailable emulation leaves no trace
     with _lock(root):
         if is_built(root):
             return root
-        qemu = emulation.enable()
         partial = root.with_name(root.name + ".partial")
         shutil.rmtree(partial, ignore_errors=True)
         partial.mkdir(parents=True)
@@ -117,7 +117,7 @@ def build(root: Path | None = None) -> Path:
         with open(log_path, "w") as log:
             mirror = os.environ.get(MIRROR_VARIABLE, DEFAULT_MIRROR)
             _say(f"building a Debian {SUITE} arm64 root at {root} (several minutes; log: {log_path})")
-            _run([str(emulation.debootstrap_binary()), "--arch=arm64", "--foreign", "--variant=minbase",
+            _run([str(debootstrap), "--arch=arm64", "--foreign", "--variant=minbase",
                   f"--include={','.join(DEBIAN_PACKAGES)}", SUITE, str(partial), mirror],
                  log, "debootstrap (first stage)")
             shutil.copy2(qemu, partial / "usr" / "bin" / "qemu-aarch64-static")

@@ -54,8 +54,10 @@ def start(root: Path | None = None, key: str = KEY, port: int | None = None, thr
         state.pids.append(processes[1].pid)
         write_state(state, root)
         wait_until_registered(port, key, processes, timeout_s, f"the emulated board (log: {log})")
-    except BaseException:
+    except BaseException as error:
         stop(state, root)
+        if isinstance(error, RuntimeError):  # the tracker's port taken, the server failing in the root
+            raise BoardError(f"{error} (is port {port} free?)") from None
         raise
     return state
 
