@@ -184,7 +184,8 @@ def main() -> None:
         for row in succeeded(rows).values():
             row["vs_onnxruntime"] = row["latency_ms"] / reference if reference else None
         out.save(finished=False)
-    results["model"] = "32x32 CIFAR stems, random weights, float32, batch 1, NCHW dense (direct unless named)"
+    results["model"] = ("32x32 CIFAR stems, random weights, float32 (int8 where named), batch 1, NCHW dense "
+                        "(direct unless named)")
     path = out.save()
     for architecture, rows in results["models"].items():
         print(f"{architecture}: " + ", ".join(f"{name} {row['vs_onnxruntime']:.2f}x" for name, row in
