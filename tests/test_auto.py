@@ -23,7 +23,8 @@ AUTO = {"conv": "auto", "layout": "NCHW", "format": "dense", "tile": 4, "channel
 
 @pytest.fixture(scope="module")
 def device():
-    device = create_device({"device": "host-cpu", "threads": 1})
+    # two threads, as every later test in this process asks: TVM sizes its thread pool at first use
+    device = create_device({"device": "host-cpu", "threads": 2})
     device.configure_runtime()
     return device
 
