@@ -203,3 +203,38 @@ def test_emulated_latencies_are_marked_and_kept_out_of_latency_findings():
     assert accuracy.verdict == observations.HOLDS
     assert (plottable(frame)["latency_source"] == EMULATED).all() and "2 of 2 emulated" in label(plottable(frame), "latency_ms")
     assert len(measured_trials([study])) == 0 and select_trials(study, everything=True) == []
+
+
+def test_int8_on_the_sdot_instruction_runs_bit_for_bit_on_the_emulated_board(board_root, tmp_path):
+    """An AArch64 build with +dotprod tensorizes int8 convolutions with sdot; the emulated CPU (QEMU's
+    `max`) executes it, and the result is the exact integer convolution."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as F
+    import tvm
+    from tvm import relax
+
+    from dlas_dse.stack.algorithms import apply_algorithm, build_pipeline
+    from dlas_dse.stack.algorithms.conv import ConvSpec, conv_module
+    from dlas_dse.stack.remote import RemoteSession, parse_address
+
+    target = tvm.target.Target({"kind": "llvm", "mtriple": "aarch64-linux-gnu", "mattr": ["+neon", "+dotprod"]})
+    spec = ConvSpec(1, 32, 8, 8, 16, 3, 3, (1, 1), (1, 1, 1, 1), data_dtype="int8", weight_dtype="int8",
+                    out_dtype="int32")
+    rng = np.random.default_rng(0)
+    weight = rng.integers(-127, 128, (16, 32, 3, 3)).astype(np.int8)
+    data = rng.integers(-128, 128, (1, 32, 8, 8)).astype(np.int8)
+    mod, record = apply_algorithm(conv_module([spec], [weight]), {"conv": "direct"}, target)
+    assert record["convolutions_by_algorithm"] == {"direct_neon_sdot": 1}
+    library = tmp_path / "sdot" / "conv.so"
+    library.parent.mkdir()
+    tvm.compile(mod, target, relax_pipeline=build_pipeline(target)).export_library(str(library),
+                                                                                  cc="aarch64-linux-gnu-gcc")
+    expected = F.conv2d(torch.from_numpy(data).double(), torch.from_numpy(weight).double(), padding=1).numpy()
+    with server.running(board_root) as state:
+        session = RemoteSession(*parse_address(state.tracker), state.key, threads=1, timeout_s=600)
+        machine = relax.VirtualMachine(session.load(library), session.device)
+        out = machine["conv0"](tvm.runtime.tensor(data, session.device)).numpy()
+        del machine, session
+    assert np.array_equal(out, expected.astype(np.int32))
+    assert read_state(board_root) is None and not _board_processes(board_root)
