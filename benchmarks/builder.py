@@ -41,12 +41,13 @@ def tune_once(architecture: str, trials_per_task: int, threads: int, candidates_
         model = random_model(architecture)
         software = {"compiler": "tvm", "tuning": "metaschedule", "trials_per_task": trials_per_task,
                     "max_trials": 0, "tuning_timeout_s": 0.0}
-        request = BuildRequest(model, {"benchmark": "builder", "architecture": architecture}, (3, 32, 32), 1,
-                               DIRECT, software, create_device({"device": "host-cpu", "threads": threads}))
-        executable, build = compile_model(request, ArtifactCache(cache_dir))
+        request = BuildRequest(model=model, model_key={"benchmark": "builder", "architecture": architecture},
+                               image_shape=(3, 32, 32), batch_size=1, algorithm=DIRECT, software=software,
+                               device=create_device({"device": "host-cpu", "threads": threads}))
+        build = compile_model(request, ArtifactCache(cache_dir))
         images = np.random.default_rng(1).standard_normal((2, 3, 32, 32)).astype(np.float32)
-        check = check_against_pytorch(executable, model, images, tolerance=1e-3)
-        record = build["tuning"]
+        check = check_against_pytorch(build.executable, model, images, tolerance=1e-3)
+        record = build.record["tuning"]
         return {"seconds": record["seconds"], "tasks": record["tasks"],
                 "measured_candidates": record["measured_candidates"],
                 "default_schedule_records": record.get("default_schedule_records", 0),

@@ -57,7 +57,7 @@ def main() -> None:
         hit_started = time.perf_counter()
         result = execute(config(args.architecture), SETTINGS, root)
         trial_s = time.perf_counter() - hit_started
-        attributes = result["attributes"]
+        attributes = result.attributes
         assert all(attributes["cache_hits"].values()), attributes["cache_hits"]
         cache = ArtifactCache(root)
         entries = {}

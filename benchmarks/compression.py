@@ -47,7 +47,7 @@ def run(architecture: str, name: str, settings: dict, cache: str) -> dict:
     """One configuration as a trial in a child process: its row."""
     started = time.perf_counter()
     result = run_trial(config(architecture, VARIANTS[name]), settings, cache, TRIAL_TIMEOUT_S)
-    attrs, values = result["attributes"], result["values"]
+    attrs, values = result.attributes, result.values
     print(f"{architecture:<13} {name:<20} accuracy {values['accuracy']:.3f}  "
           f"size {values['size_bytes'] / 1e6:7.2f} MB  latency {values['latency_ms']:8.2f} ms", flush=True)
     return {"model": architecture, "compression": name, **values,

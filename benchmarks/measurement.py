@@ -68,9 +68,11 @@ def spread(values: list[float]) -> dict:
 def build_artifact(host, architecture: str, conv: str) -> dict:
     """Compile (or reuse from the benchmark cache) one artifact: its shared library."""
     cache = ArtifactCache(ROOT / "results" / "benchmark-cache" / "measurement")
-    request = BuildRequest(random_model(architecture), {"benchmark": "measurement", "architecture": architecture},
-                           (3, 32, 32), 1, {"conv": conv, "layout": "NCHW", "format": "dense"}, UNTUNED, host)
-    return {"library": str(cache.path("build", compile_model(request, cache)[1]["build_key"]) / "model.so")}
+    request = BuildRequest(model=random_model(architecture),
+                           model_key={"benchmark": "measurement", "architecture": architecture},
+                           image_shape=(3, 32, 32), batch_size=1,
+                           algorithm={"conv": conv, "layout": "NCHW", "format": "dense"}, software=UNTUNED, device=host)
+    return {"library": str(cache.path("build", compile_model(request, cache).key) / "model.so")}
 
 
 @contextlib.contextmanager

@@ -48,16 +48,17 @@ def numpy_gemm_gflops(threads: int, runs: int = 7) -> dict[str, float]:
 
 def onnxruntime_resnet18(device, rounds: int, min_time_s: float) -> dict:
     """ONNX Runtime on resnet18: MACs, median and best latency, and the GFLOP/s of each."""
-    request = BuildRequest(random_model("resnet18"), {"benchmark": "peak", "architecture": "resnet18"},
-                           (3, 32, 32), 1, {"conv": "direct", "layout": "NCHW", "format": "dense"},
-                           {"compiler": "onnxruntime"}, device, tune=False)
-    executable, record = compile_model(request, ArtifactCache(CACHE))
-    timing = interleaved_ms({"onnxruntime": lambda count: executable.time_runs(IMAGE, count)}, rounds,
+    request = BuildRequest(model=random_model("resnet18"), model_key={"benchmark": "peak", "architecture": "resnet18"},
+                           image_shape=(3, 32, 32), batch_size=1,
+                           algorithm={"conv": "direct", "layout": "NCHW", "format": "dense"},
+                           software={"compiler": "onnxruntime"}, device=device, tune=False)
+    build = compile_model(request, ArtifactCache(CACHE))
+    timing = interleaved_ms({"onnxruntime": lambda count: build.executable.time_runs(IMAGE, count)}, rounds,
                             min_time_s)["onnxruntime"]
-    best_ms = 1e3 * min(executable.time_runs(IMAGE, 200))
-    return {"macs": record["macs"], **timing, "best_ms": best_ms,
-            "gflops_median": 2 * record["macs"] / timing["latency_ms"] / 1e6,
-            "gflops_best": 2 * record["macs"] / best_ms / 1e6}
+    best_ms = 1e3 * min(build.executable.time_runs(IMAGE, 200))
+    return {"macs": build.macs, **timing, "best_ms": best_ms,
+            "gflops_median": 2 * build.macs / timing["latency_ms"] / 1e6,
+            "gflops_best": 2 * build.macs / best_ms / 1e6}
 
 
 def main() -> None:

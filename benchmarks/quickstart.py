@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from dlas_dse.config import load_study  # noqa: E402
 from dlas_dse.stack.hardware import cpu_model  # noqa: E402
-from dlas_dse.study import open_storage  # noqa: E402
+from dlas_dse.study.opening import open_storage  # noqa: E402
 from dlas_dse.trial import STAGES  # noqa: E402
 
 

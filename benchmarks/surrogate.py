@@ -38,7 +38,7 @@ from common import RESULTS, ResultsFile, digits_space, grid_study, write_project
 
 from dlas_dse.config import load_study  # noqa: E402
 from dlas_dse.space import config_key  # noqa: E402
-from dlas_dse.study import load_stored_study  # noqa: E402
+from dlas_dse.study.opening import load_stored_study  # noqa: E402
 from dlas_dse.surrogate.data import measured_trials  # noqa: E402
 from dlas_dse.surrogate.evaluation import evaluate  # noqa: E402
 from dlas_dse.surrogate.replay import MeasuredGrid, replay, trials_to_reach  # noqa: E402

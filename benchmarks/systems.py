@@ -41,7 +41,6 @@ from common import ROOT, ResultsFile, interleaved_ms, random_model, succeeded
 from dlas_dse.cache import ArtifactCache  # noqa: E402
 from dlas_dse.stack.compiler import BuildRequest, compile_model, reference_model  # noqa: E402
 from dlas_dse.stack.compression import calibrate_input_scales  # noqa: E402
-from dlas_dse.stack.datasets import Dataset  # noqa: E402
 from dlas_dse.stack.hardware import create_device  # noqa: E402
 from dlas_dse.trial import check_against_pytorch  # noqa: E402
 
@@ -92,11 +91,9 @@ def variants(tune_budgets: list[int], algorithms: list[str],
 
 def int8_request(model, request: dict) -> dict:
     """The int8 part of a build request: scales calibrated on :data:`CALIBRATION`, and those
-    images as the training split ONNX Runtime calibrates on."""
-    labels = np.zeros(len(CALIBRATION), dtype=np.int64)
-    return {**request, "precision": "int8", "compression": {"calibration_images": len(CALIBRATION)},
-            "calibration": calibrate_input_scales(reference_model(model, "float32", None), torch.from_numpy(CALIBRATION)),
-            "dataset": Dataset("random", CALIBRATION, labels, IMAGES, labels[:len(IMAGES)], 10)}
+    images for ONNX Runtime to calibrate on."""
+    return {**request, "precision": "int8", "calibration_images": CALIBRATION,
+            "calibration": calibrate_input_scales(reference_model(model, "float32", None), torch.from_numpy(CALIBRATION))}
 
 
 def build(architecture: str, algorithm: dict, software: dict, cache: ArtifactCache, may_tune: bool,
@@ -110,7 +107,8 @@ def build(architecture: str, algorithm: dict, software: dict, cache: ArtifactCac
     if precision == "int8":
         fields = int8_request(model, fields)
     started = time.perf_counter()
-    executable, record = compile_model(BuildRequest(**fields), cache)
+    built = compile_model(BuildRequest(**fields), cache)
+    executable, record = built.executable, built.record
     seconds = time.perf_counter() - started
     if precision == "int8":
         reference = model if software["compiler"] == "onnxruntime" else \

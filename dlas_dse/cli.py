@@ -187,8 +187,8 @@ def _parser() -> argparse.ArgumentParser:
 def _optimize(args: argparse.Namespace) -> int:
     from dlas_dse.config import check_grid, load_study
     from dlas_dse.report import describe_study
-    from dlas_dse.storage import mask_url
-    from dlas_dse.study import run_study
+    from dlas_dse.study.storage import mask_url
+    from dlas_dse.study.loop import run_study
 
     config = load_study(args.study, {"hardware.device": args.hardware} if args.hardware else None)
     if args.sampler == "grid":
@@ -216,7 +216,7 @@ def _grid(args: argparse.Namespace) -> int:
     from dlas_dse.registry import PreflightError
     from dlas_dse.report import describe_study
     from dlas_dse.stack.hardware import create_device
-    from dlas_dse.study import run_study
+    from dlas_dse.study.loop import run_study
 
     overrides = {name: _choices(values) for name, values in (
         ("dataset.name", args.datasets), ("model.architecture", args.models), ("hardware.device", args.hardware))
@@ -243,8 +243,8 @@ def _grid(args: argparse.Namespace) -> int:
 
 def _worker(args: argparse.Namespace) -> int:
     from dlas_dse.config import load_study
-    from dlas_dse.storage import mask_url
-    from dlas_dse.study import run_study
+    from dlas_dse.study.storage import mask_url
+    from dlas_dse.study.loop import run_study
 
     config = load_study(args.study)
     print(f"worker for study {config.name} ({config.sampler}) on {mask_url(args.storage)}")
@@ -265,7 +265,7 @@ def _confirm_front(config, study, args: argparse.Namespace) -> None:
 def _remeasure(args: argparse.Namespace) -> int:
     from dlas_dse.config import load_study
     from dlas_dse.remeasure import describe, remeasure
-    from dlas_dse.study import load_stored_study
+    from dlas_dse.study.opening import load_stored_study
 
     config = load_study(args.study)
     if "latency_ms" not in config.objectives:
@@ -279,7 +279,7 @@ def _remeasure(args: argparse.Namespace) -> int:
 
 def _show(args: argparse.Namespace) -> int:
     from dlas_dse.report import describe_study
-    from dlas_dse.study import load_stored_study
+    from dlas_dse.study.opening import load_stored_study
 
     study = load_stored_study(args.study, args.storage)
     print(describe_study(study))
@@ -291,7 +291,7 @@ def _report(args: argparse.Namespace) -> int:
 
     from dlas_dse.files import project_root
     from dlas_dse.report_writer import write_report
-    from dlas_dse.study import load_stored_study
+    from dlas_dse.study.opening import load_stored_study
 
     study = load_stored_study(args.study, args.storage)
     directory = Path(args.out) if args.out else project_root() / "results" / study.study_name
@@ -306,7 +306,7 @@ def _report(args: argparse.Namespace) -> int:
 
 def _dashboard(args: argparse.Namespace) -> int:
     from dlas_dse.dashboard import DashboardError, serve
-    from dlas_dse.study import find_stored_study
+    from dlas_dse.study.opening import find_stored_study
 
     storage, name = find_stored_study(args.study, args.storage)
 
@@ -376,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     from dlas_dse.config import ConfigError
     from dlas_dse.registry import PreflightError
-    from dlas_dse.study import StudyNotFound
+    from dlas_dse.study.opening import StudyNotFound
 
     if getattr(args, "data_dir", None):
         os.environ[DATA_DIR_VARIABLE] = str(args.data_dir)

@@ -13,13 +13,11 @@ from typing import Any
 
 from dlas_dse import stack  # noqa: F401  (importing the stack fills the layer registries)
 from dlas_dse.files import ConfigError, project_root, read_yaml, unknown_field
+from dlas_dse.objectives import OBJECTIVES
 from dlas_dse.registry import LAYERS, Param, Registry, UnknownEntryError
 from dlas_dse.samplers import SAMPLERS
 from dlas_dse.space import Constraint, Parameter, SearchSpace
-from dlas_dse.storage import parse_url
-
-OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "size_bytes": "minimize"}
-"""Objectives a study can optimise, with their default directions."""
+from dlas_dse.study.storage import parse_url
 
 SETTINGS: dict[str, dict[str, Param]] = {
     "evaluation": {

@@ -16,7 +16,7 @@ import optuna
 
 from dlas_dse.registry import LAYERS
 from dlas_dse.space import Config, SearchSpace, config_key
-from dlas_dse.storage_lock import storage_lock
+from dlas_dse.study.storage_lock import storage_lock
 
 STAGE_INPUTS: dict[str, tuple[str, ...]] = {
     "trainings": ("dataset.", "model."),

@@ -30,6 +30,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from dlas_dse.objectives import OBJECTIVES
+
 HOLDS, DOES_NOT_HOLD, NOT_ENOUGH_DATA = "holds", "does not hold", "not enough data"
 SHOWN, ABSENT, UNDECIDED, UNMEASURED = "shown", "absent", "undecided", "no rounds"
 LAYERS = ("dataset", "model", "compression", "algorithm", "software", "hardware")
@@ -128,7 +130,6 @@ def with_rounds(done: pd.DataFrame) -> pd.DataFrame:
                        figures=[figures for _, figures in chosen])
 
 
-OBJECTIVES = ("accuracy", "latency_ms", "size_bytes")
 MODEL_LAYERS = ("model.", "compression.")  # the layers that decide a deployed model's size and accuracy
 
 

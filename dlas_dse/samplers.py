@@ -13,6 +13,7 @@ from __future__ import annotations
 import optuna
 
 from dlas_dse.files import ConfigError
+from dlas_dse.objectives import OBJECTIVES
 from dlas_dse.registry import Param, Registry
 
 SAMPLERS = Registry("study", "sampler")
@@ -48,7 +49,6 @@ def grid(study, seed: int | None, **options) -> optuna.samplers.BaseSampler:
                                                      help="random trials before the surrogate chooses"))
 def surrogate(study, seed: int | None, **options) -> optuna.samplers.BaseSampler:
     """The project's XGBoost latency surrogate choosing the next configuration (all three objectives)."""
-    from dlas_dse.config import OBJECTIVES
     from dlas_dse.surrogate.sampler import SurrogateSampler
 
     if set(study.objectives) != set(OBJECTIVES):

@@ -18,6 +18,7 @@ import threading
 import time
 import traceback
 from contextlib import contextmanager
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Callable, Iterator
 
@@ -30,16 +31,26 @@ from tqdm import tqdm
 
 from dlas_dse.cache import ArtifactCache, code_fingerprint
 from dlas_dse.space import Config, nest
-from dlas_dse.stack.compiler import BuildRequest, Executable, compile_model, float64_reference, reference_model
-from dlas_dse.stack.compression import compress
+from dlas_dse.stack.compiler import (Build, BuildRequest, Executable, compile_model, float64_reference,
+                                     reference_model)
+from dlas_dse.stack.compression import Compressed, compress
 from dlas_dse.stack.datasets import Dataset, load_dataset
 from dlas_dse.stack.hardware import Device, create_device
 from dlas_dse.stack.measurement import measure_latency
 from dlas_dse.stack.models import count_parameters, trained_model
-from dlas_dse.stack.tuning import study_allowance
+from dlas_dse.stack.tuning import TuningAllowance
 
 STAGES = ("dataset", "train", "compress", "compile", "verify", "measure", "accuracy")
 """The stages of a trial, in order; each one's wall time is recorded as ``time_<stage>_s``."""
+
+
+@dataclass
+class TrialResult:
+    """A finished trial: its value of every objective (``dlas_dse.objectives.OBJECTIVES``), and the attributes stored
+    with it (configuration, stage records and times, provenance)."""
+
+    values: dict[str, float]
+    attributes: dict
 
 
 class TrialFailure(Exception):
@@ -136,12 +147,14 @@ def versions() -> dict:
             "tvm": tvm.__version__, "optuna": optuna.__version__, "numpy": np.__version__}
 
 
-def build_request(layers: dict, dataset: Dataset, model: torch.nn.Module, compression: dict, software: dict,
-                  device: Device, batch_size: int, tune: bool) -> BuildRequest:
-    """What a trial compiles: the compressed ``model`` for ``device`` at ``batch_size``."""
-    return BuildRequest(model, {"compressed": compression["compressed"]}, dataset.image_shape, batch_size,
-                        layers["algorithm"], software, device, compression.get("precision", "float32"),
-                        compression.get("calibration"), tune, dataset=dataset, compression=layers["compression"])
+def build_request(layers: dict, dataset: Dataset, compressed: Compressed, software: dict, device: Device,
+                  batch_size: int, tune: bool) -> BuildRequest:
+    """What a trial compiles: the compressed model for ``device`` at ``batch_size``."""
+    return BuildRequest(model=compressed.model, model_key={"compressed": compressed.key},
+                        image_shape=dataset.image_shape, batch_size=batch_size, algorithm=layers["algorithm"],
+                        software=software, device=device, precision=compressed.precision,
+                        calibration=compressed.calibration, calibration_images=compressed.calibration_images,
+                        tune=tune)
 
 
 def rebuild_latency_executable(config: Config, cache_dir: str, device: Device, build_key: str) -> Executable:
@@ -151,19 +164,17 @@ def rebuild_latency_executable(config: Config, cache_dir: str, device: Device, b
     cache = ArtifactCache(cache_dir)
     dataset = load_dataset(layers["dataset"])
     model, training = trained_model(layers["model"], dataset, layers["dataset"], cache)
-    model, compression = compress(model, dataset, layers["compression"], layers["model"],
-                                  training["checkpoint"], cache)
+    compressed = compress(model, dataset, layers["compression"], layers["model"], training["checkpoint"], cache)
     for tune in (True, False):  # tuned unless the study's tuning cap stopped it
-        executable, record = compile_model(
-            build_request(layers, dataset, model, compression, layers["software"], device, 1, tune), cache)
-        if record["build_key"] == build_key:
-            return executable
+        build = compile_model(build_request(layers, dataset, compressed, layers["software"], device, 1, tune), cache)
+        if build.key == build_key:
+            return build.executable
     raise TrialFailure(f"the cached stages no longer give the build {build_key} (code or cache changed)")
 
 
-def execute(config: Config, settings: dict, cache_dir: str,
-            report: Callable[[str], None] = lambda stage: None) -> dict:
-    """Run ``config`` through every layer in this process; returns objectives and attributes."""
+def execute(config: Config, settings: dict, cache_dir: str, allowance: TuningAllowance = TuningAllowance(),
+            report: Callable[[str], None] = lambda stage: None) -> TrialResult:
+    """Run ``config`` through every layer in this process, tuning within the study's ``allowance``."""
     layers = nest(config)
     cache = ArtifactCache(cache_dir)
     times: dict[str, float] = {}
@@ -180,61 +191,57 @@ def execute(config: Config, settings: dict, cache_dir: str,
     with stage("train"):
         model, training = trained_model(layers["model"], dataset, layers["dataset"], cache)
     with stage("compress"):
-        model, compression = compress(model, dataset, layers["compression"], layers["model"],
-                                      training["checkpoint"], cache)
+        compressed = compress(model, dataset, layers["compression"], layers["model"], training["checkpoint"], cache)
     device = create_device(layers["hardware"])
     device.configure_runtime()
-    precision = compression.get("precision", "float32")
     evaluation, verification = settings["evaluation"], dict(settings["verification"])
-    software, may_tune, tuning_capped = study_allowance(layers["software"], settings["tuning"]["max_total_s"],
-                                                        settings["tuning"].get("spent_s", 0.0))
-    verification["tolerance"] = max(verification["tolerance"], compression.get("tolerance", 0.0))
+    software, may_tune, tuning_capped = allowance.apply(layers["software"])
+    verification["tolerance"] = max(verification["tolerance"], compressed.tolerance)
 
-    def build(batch_size: int, tune: bool) -> tuple[Executable, dict]:
-        return compile_model(build_request(layers, dataset, model, compression, software, device, batch_size, tune),
-                             cache)
+    def build(batch_size: int, tune: bool) -> Build:
+        return compile_model(build_request(layers, dataset, compressed, software, device, batch_size, tune), cache)
 
     with stage("compile"):
-        latency_executable, latency_build = build(1, tune=may_tune)
-        eval_executable, eval_build = build(evaluation["batch_size"], tune=False)
+        latency_build = build(1, tune=may_tune)
+        eval_build = build(evaluation["batch_size"], tune=False)
     with stage("verify"):
         # a compiler whose arithmetic differs from the precision's reference names what it matches
-        verified_against = latency_build.get("verified_against", precision)
-        reference = reference_model(model, verified_against, compression.get("calibration"))
-        float64 = float64_reference(model, verified_against)
-        verification["tolerance"] = max(verification["tolerance"], latency_build.get("tolerance", 0.0))
-        check = check_against_pytorch(latency_executable, reference, dataset.val_x[:verification["samples"]],
-                                      verification["tolerance"], float64)
+        verified_against = latency_build.verified_against or compressed.precision
+        reference = reference_model(compressed.model, verified_against, compressed.calibration)
+        float64 = float64_reference(compressed.model, verified_against)
+        verification["tolerance"] = max(verification["tolerance"], latency_build.tolerance)
+        check = check_against_pytorch(latency_build.executable, reference,
+                                      dataset.val_x[:verification["samples"]], verification["tolerance"], float64)
         check["ran_on"] = device.ran_on()
     with stage("measure"):
         sample, protocol = dataset.val_x[:1], dict(settings["measurement"])
         cores = device.pin(protocol.pop("cpu_affinity"))
-        latency = measure_latency(lambda n: latency_executable.time_runs(sample, n), **protocol,
-                                  counters=latency_executable.cpu_counters())
+        latency = measure_latency(lambda n: latency_build.executable.time_runs(sample, n), **protocol,
+                                  counters=latency_build.executable.cpu_counters())
     with stage("accuracy"):
         images, labels = dataset.validation_subset(evaluation["max_samples"])
         accuracy, accuracy_hit = cache.get_or_compute_json(
-            "accuracy", {"build": eval_build["build_key"], "dataset": layers["dataset"],
+            "accuracy", {"build": eval_build.key, "dataset": layers["dataset"],
                          "max_samples": evaluation["max_samples"],
                          "code": code_fingerprint(evaluate_accuracy, check_against_pytorch, float32_perturbed,
                                                   reference_model, float64_reference)},
-            lambda: evaluate_accuracy(eval_executable, reference, images, labels, verification["tolerance"], float64))
+            lambda: evaluate_accuracy(eval_build.executable, reference, images, labels, verification["tolerance"],
+                                      float64))
 
-    macs = latency_build["macs"]
-    achieved_gflops = 2 * macs / (latency.latency_ms * 1e6)
+    achieved_gflops = 2 * latency_build.macs / (latency.latency_ms * 1e6)
     peak = device.peak(cache)
     attributes = {
         **times,
         "config": config,
-        "cache_hits": {"train": training["hit"], "compress": compression["hit"], "build": latency_build["hit"],
-                       "eval_build": eval_build["hit"], "accuracy": accuracy_hit},
-        "training": training, "compression": compression,
-        "build": latency_build, "eval_build": eval_build,
+        "cache_hits": {"train": training["hit"], "compress": compressed.record["hit"], "build": latency_build.hit,
+                       "eval_build": eval_build.hit, "accuracy": accuracy_hit},
+        "training": training, "compression": compressed.record,
+        "build": latency_build.record, "eval_build": eval_build.record,
         "latency": {**latency.as_dict(), "cores": cores}, "latency_noisy": latency.noisy, "verification": check,
         "tuning_capped": tuning_capped,
-        "time_tune_s": 0.0 if latency_build["hit"] else latency_build.get("tuning", {}).get("seconds", 0.0),
+        "time_tune_s": 0.0 if latency_build.hit else latency_build.record.get("tuning", {}).get("seconds", 0.0),
         "accuracy_samples": accuracy["samples"], "accuracy_first_batch_check": accuracy["first_batch_check"],
-        "macs": macs, "parameters": count_parameters(model),
+        "macs": latency_build.macs, "parameters": count_parameters(compressed.model),
         "achieved_gflops": achieved_gflops, "peak": peak,
         "percent_of_peak": 100 * achieved_gflops / peak["gflops"] if peak else None,
         "target": device.target, "device": device.name, "threads": device.threads,
@@ -243,8 +250,8 @@ def execute(config: Config, settings: dict, cache_dir: str,
         "dataset_sizes": {"train": len(dataset.train_y), "validation": len(dataset.val_y)},
     }
     values = {"accuracy": accuracy["accuracy"], "latency_ms": latency.latency_ms,
-              "size_bytes": float(latency_build["deployed_bytes"])}
-    return {"values": values, "attributes": attributes}
+              "size_bytes": float(latency_build.deployed_bytes)}
+    return TrialResult(values, attributes)
 
 
 # --------------------------------------------------------------------------- child process
@@ -266,12 +273,13 @@ def use_thread_lock_for_progress_bars() -> None:
     tqdm.set_lock(threading.RLock())
 
 
-def _child(config: Config, settings: dict, cache_dir: str, messages: Connection, parent_pid: int) -> None:
+def _child(config: Config, settings: dict, cache_dir: str, allowance: TuningAllowance, messages: Connection,
+           parent_pid: int) -> None:
     messages.send(("started", time.time()))
     use_thread_lock_for_progress_bars()
     _exit_when_orphaned(parent_pid)
     try:
-        result = execute(config, settings, cache_dir, report=lambda stage: messages.send(("stage", stage)))
+        result = execute(config, settings, cache_dir, allowance, report=lambda stage: messages.send(("stage", stage)))
         messages.send(("result", result))
     except BaseException as error:  # noqa: BLE001  (everything goes back to the parent as a reason)
         messages.send(("error", f"{type(error).__name__}: {error}", traceback.format_exc()))
@@ -301,14 +309,15 @@ def start_worker_server() -> None:
 
 
 def run_trial(config: Config, settings: dict, cache_dir: str, timeout_s: float,
-              on_stage: Callable[[str], None] = lambda stage: None) -> dict:
+              allowance: TuningAllowance = TuningAllowance(),
+              on_stage: Callable[[str], None] = lambda stage: None) -> TrialResult:
     """Run ``config`` in a child process; raises :class:`TrialFailure` on error, crash or timeout.
 
     The attribute ``time_worker_start_s`` is how long the child took to start (seconds, large
     only for the first trial of a process, while the fork server imports the stack)."""
     context = _context()
     messages, child_end = context.Pipe(duplex=False)  # a pipe, unlike a queue, holds no semaphores
-    process = context.Process(target=_child, args=(config, settings, cache_dir, child_end, os.getpid()))
+    process = context.Process(target=_child, args=(config, settings, cache_dir, allowance, child_end, os.getpid()))
     requested = time.time()
     process.start()
     child_end.close()  # the child's copy alone keeps the pipe open: EOF means the child is gone
@@ -331,7 +340,7 @@ def run_trial(config: Config, settings: dict, cache_dir: str, timeout_s: float,
                 current = payload[0]
                 on_stage(current)
             elif kind == "result":
-                payload[0]["attributes"]["time_worker_start_s"] = worker_start_s
+                payload[0].attributes["time_worker_start_s"] = worker_start_s
                 return payload[0]
             else:
                 message, trace = payload

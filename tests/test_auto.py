@@ -30,10 +30,11 @@ def device():
 
 
 def build(model, key: str, device, cache: ArtifactCache) -> dict:
-    executable, record = compile_model(BuildRequest(model, {"test": key}, (3, 32, 32), 1, AUTO, UNTUNED, device), cache)
+    build = compile_model(BuildRequest(model=model, model_key={"test": key}, image_shape=(3, 32, 32), batch_size=1,
+                                       algorithm=AUTO, software=UNTUNED, device=device), cache)
     images = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
-    assert check_against_pytorch(executable, model, images, tolerance=1e-3)["max_abs_error"] < 1e-3
-    return record
+    assert check_against_pytorch(build.executable, model, images, tolerance=1e-3)["max_abs_error"] < 1e-3
+    return build.record
 
 
 def table_entries(cache: ArtifactCache) -> set[str]:

@@ -73,8 +73,8 @@ def checkpoint(cache: ArtifactCache, digits) -> tuple[dict, str, bool]:
 def compressed_model(cache: ArtifactCache, digits) -> tuple[dict, str, bool]:
     """A real weight-pruned model of the compress stage (its checkpoint from the train stage)."""
     model, training = trained_model(MODEL, digits, DIGITS, cache)
-    pruned, record = compress(model, digits, PRUNING, MODEL, training["checkpoint"], cache)
-    return state(pruned), f"compress/{record['compressed']}/compressed.pt", record["hit"]
+    pruned = compress(model, digits, PRUNING, MODEL, training["checkpoint"], cache)
+    return state(pruned.model), f"compress/{pruned.key}/compressed.pt", pruned.record["hit"]
 
 
 class Tiny(torch.nn.Module):
@@ -89,11 +89,12 @@ class Tiny(torch.nn.Module):
 
 def library(cache: ArtifactCache, digits) -> tuple[np.ndarray, str, bool]:
     """A real TVM library of the build stage, and what it computes."""
-    request = BuildRequest(Tiny().eval(), {"tiny": 0}, (3, 8, 8), 1,
-                           {"conv": "direct", "layout": "NCHW", "format": "dense"},
-                           {"compiler": "tvm", "tuning": "untuned"}, create_device({"device": "host-cpu", "threads": 1}))
-    executable, record = compile_model(request, cache)
-    return executable.run(IMAGES), f"build/{record['build_key']}/model.so", record["hit"]
+    request = BuildRequest(model=Tiny().eval(), model_key={"tiny": 0}, image_shape=(3, 8, 8), batch_size=1,
+                           algorithm={"conv": "direct", "layout": "NCHW", "format": "dense"},
+                           software={"compiler": "tvm", "tuning": "untuned"},
+                           device=create_device({"device": "host-cpu", "threads": 1}))
+    build = compile_model(request, cache)
+    return build.executable.run(IMAGES), f"build/{build.key}/model.so", build.hit
 
 
 def json_value(cache: ArtifactCache, digits) -> tuple[dict, str, bool]:
@@ -255,19 +256,19 @@ CONFIG = {"dataset.name": "digits", "dataset.image_size": 32, "dataset.val_fract
 @pytest.mark.slow
 def test_a_trial_rebuilds_a_corrupt_checkpoint_and_library_and_gets_the_same_results(tmp_path):
     first = run_trial(CONFIG, SETTINGS, str(tmp_path), timeout_s=900)
-    train = tmp_path / "train" / first["attributes"]["training"]["checkpoint"]
-    library = tmp_path / "build" / first["attributes"]["build"]["build_key"] / "model.so"
+    train = tmp_path / "train" / first.attributes["training"]["checkpoint"]
+    library = tmp_path / "build" / first.attributes["build"]["build_key"] / "model.so"
     written = json.loads((train / "meta.json").read_text())["files"]["checkpoint.pt"]["sha256"]
     flip(train / "checkpoint.pt")
     truncate(library)  # before integrity checks: SIGBUS in verify, and in every later trial
 
     second = run_trial(CONFIG, SETTINGS, str(tmp_path), timeout_s=900)
-    assert second["attributes"]["cache_hits"] == {"train": False, "compress": True, "build": False,
+    assert second.attributes["cache_hits"] == {"train": False, "compress": True, "build": False,
                                                   "eval_build": True, "accuracy": True}
     assert json.loads((train / "meta.json").read_text())["files"]["checkpoint.pt"]["sha256"] == written
     # the rebuilt library computes what the first one did
-    assert second["attributes"]["verification"] == first["attributes"]["verification"]
-    assert {k: v for k, v in second["values"].items() if k != "latency_ms"} == {
-        k: v for k, v in first["values"].items() if k != "latency_ms"}
+    assert second.attributes["verification"] == first.attributes["verification"]
+    assert {k: v for k, v in second.values.items() if k != "latency_ms"} == {
+        k: v for k, v in first.values.items() if k != "latency_ms"}
     assert sorted(p.name.split("-")[0] for p in corrupt_entries(tmp_path)) == ["build", "train"]
     assert all((p / "reason.txt").read_text().strip() for p in corrupt_entries(tmp_path))

@@ -50,14 +50,14 @@ def test_global_masks_hit_the_target_and_respect_the_layer_cap():
 @pytest.mark.parametrize("technique", list(TECHNIQUES))
 def test_mobilenet_v2_compressed_compiles_matches_and_keeps_its_promise(technique, shared_cache):
     result = execute(_config("mobilenet_v2", technique), SETTINGS, str(shared_cache))
-    attrs, values = result["attributes"], result["values"]
+    attrs, values = result.attributes, result.values
     record = attrs["compression"]
     assert attrs["verification"]["max_abs_error"] <= attrs["verification"]["allowed_error"]
     assert attrs["verification"]["top1_agreement"] == 1.0
     # float32 references are also run in float64 to measure their rounding; fp16 and int8 state a tolerance
     assert (attrs["verification"]["rounding_sensitivity"] is None) == (technique in ("fp16", "int8"))
     dense = execute(_config("mobilenet_v2", "none"), SETTINGS, str(shared_cache))
-    dense_bytes = dense["values"]["size_bytes"]
+    dense_bytes = dense.values["size_bytes"]
     if technique == "none":
         assert record == {"hit": record["hit"], "compressed": record["compressed"]}
     elif technique == "weight_pruning":
@@ -72,20 +72,20 @@ def test_mobilenet_v2_compressed_compiles_matches_and_keeps_its_promise(techniqu
     elif technique == "fp16":
         assert record["precision"] == "float16"
         assert abs(values["size_bytes"] - dense_bytes / 2) < 1024  # 2 bytes per weight
-        assert values["accuracy"] == pytest.approx(dense["values"]["accuracy"], abs=0.07)
+        assert values["accuracy"] == pytest.approx(dense.values["accuracy"], abs=0.07)
     elif technique == "int8":
         assert record["precision"] == "int8" and attrs["build"]["int8_layers"] == 53
         assert attrs["build"]["float_layers"] == 0
         assert dense_bytes / 4 < values["size_bytes"] < dense_bytes / 3  # 1 byte per weight + scales
-        assert values["accuracy"] == pytest.approx(dense["values"]["accuracy"], abs=0.07)
+        assert values["accuracy"] == pytest.approx(dense.values["accuracy"], abs=0.07)
 
 
 @pytest.mark.slow
 def test_channel_pruned_resnet18_keeps_residual_shapes(shared_cache):
     result = execute(_config("resnet18", "channel_pruning"), SETTINGS, str(shared_cache))
-    record = result["attributes"]["compression"]
+    record = result.attributes["compression"]
     assert record["channels_after"] < record["channels_before"]
-    assert result["attributes"]["verification"]["top1_agreement"] == 1.0
+    assert result.attributes["verification"]["top1_agreement"] == 1.0
 
 
 @pytest.mark.slow
@@ -93,14 +93,14 @@ def test_sparse_trial_deploys_csr_weights_and_matches_pytorch(shared_cache):
     sparse = execute(_config("mobilenet_v2", "weight_pruning", conv="gemm", format="sparse"), SETTINGS,
                      str(shared_cache))
     dense = execute(_config("mobilenet_v2", "weight_pruning", conv="gemm"), SETTINGS, str(shared_cache))
-    build = sparse["attributes"]["build"]
-    assert sparse["attributes"]["verification"]["top1_agreement"] == 1.0
+    build = sparse.attributes["build"]
+    assert sparse.attributes["verification"]["top1_agreement"] == 1.0
     assert build["convolutions_by_algorithm"] == {"sparse_gemm": 35, "direct": 17}  # depthwise stay dense
     assert sum(build["algorithm_fallbacks"].values()) == 17
     assert {c["algorithm"] for c in build["convolutions"]} == {"sparse_gemm", "direct"}
     # 70% zeros: CSR stores 4-byte values + 4-byte column indices of the 30% nonzeros
-    assert sparse["values"]["size_bytes"] < 0.8 * dense["values"]["size_bytes"]
-    assert sparse["values"]["accuracy"] == pytest.approx(dense["values"]["accuracy"], abs=0.04)  # same model
+    assert sparse.values["size_bytes"] < 0.8 * dense.values["size_bytes"]
+    assert sparse.values["accuracy"] == pytest.approx(dense.values["accuracy"], abs=0.04)  # same model
 
 
 @pytest.mark.slow
@@ -108,7 +108,7 @@ def test_sparse_trial_deploys_csr_weights_and_matches_pytorch(shared_cache):
                                                    ("fp16", "winograd", "NCHW"), ("fp16", "gemm", "NHWC")])
 def test_quantized_trials_run_every_algorithm(technique, conv, layout, shared_cache):
     result = execute(_config("resnet18", technique, conv=conv, layout=layout), SETTINGS, str(shared_cache))
-    attrs = result["attributes"]
+    attrs = result.attributes
     assert attrs["verification"]["max_abs_error"] <= attrs["verification"]["allowed_error"]
     assert attrs["build"]["convolutions_by_algorithm"].get(conv, 0) > 0
     if technique == "int8":

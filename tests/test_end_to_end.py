@@ -12,7 +12,7 @@ from dlas_dse.space import config_key
 from dlas_dse.stack.compiler import fold_batchnorm
 from dlas_dse.stack.datasets import load_dataset
 from dlas_dse.stack.models import build_model
-from dlas_dse.study import open_storage
+from dlas_dse.study.opening import open_storage
 
 pytestmark = pytest.mark.slow
 

@@ -15,7 +15,7 @@ from dlas_dse.cache import ArtifactCache
 from dlas_dse.config import load_space, load_study
 from dlas_dse.stack.compiler import BuildRequest, compile_model
 from dlas_dse.stack.hardware import create_device
-from dlas_dse.study import open_storage
+from dlas_dse.study.opening import open_storage
 from dlas_dse.trial import CorrectnessError, TrialFailure, check_against_pytorch, run_trial
 
 pytestmark = pytest.mark.slow
@@ -60,9 +60,10 @@ def test_a_wrong_artifact_fails_loudly(tmp_path):
     model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
                                 torch.nn.Flatten(), torch.nn.Linear(8 * 8 * 8, 10)).eval()
     device = create_device({"device": "host-cpu", "threads": 1})
-    request = BuildRequest(model, {"test": "tiny"}, (3, 8, 8), 1, {"conv": "direct"},
-                           {"compiler": "tvm", "tuning": "untuned"}, device)
-    executable, _ = compile_model(request, ArtifactCache(tmp_path))
+    request = BuildRequest(model=model, model_key={"test": "tiny"}, image_shape=(3, 8, 8), batch_size=1,
+                           algorithm={"conv": "direct"}, software={"compiler": "tvm", "tuning": "untuned"},
+                           device=device)
+    executable = compile_model(request, ArtifactCache(tmp_path)).executable
     images = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
     record = check_against_pytorch(executable, model, images, tolerance=1e-4)
     assert record["max_abs_error"] < 1e-4 and record["samples"] == 4

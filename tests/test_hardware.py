@@ -143,10 +143,11 @@ def test_cross_compiling_for_edge_arm_gives_an_aarch64_shared_object(tmp_path):
                                 torch.nn.Linear(8 * 8 * 8, 4)).eval()
     device = create_device({"device": "edge-arm", "threads": 1})
     cache = ArtifactCache(tmp_path)
-    request = BuildRequest(model, {"test": "cross"}, (3, 8, 8), 1, {"conv": "gemm", "layout": "NCHW",
-                                                                     "format": "dense"}, UNTUNED, device)
-    _, record = compile_model(request, cache)  # built here; nothing is loaded until it runs on the board
-    header = (cache.path("build", record["build_key"]) / "model.so").read_bytes()[:20]
+    request = BuildRequest(model=model, model_key={"test": "cross"}, image_shape=(3, 8, 8), batch_size=1,
+                           algorithm={"conv": "gemm", "layout": "NCHW", "format": "dense"}, software=UNTUNED,
+                           device=device)
+    build = compile_model(request, cache)  # built here; nothing is loaded until it runs on the board
+    header = (cache.path("build", build.key) / "model.so").read_bytes()[:20]
     assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == AARCH64
 
 
@@ -181,12 +182,13 @@ def test_one_cpu_held_to_two_instruction_sets_runs_different_code_and_both_match
     for name in ("host-cpu", "x86-avx2"):
         device = create_device({"device": name, "threads": 1})
         assert device.status()[0], device.status()
-        request = BuildRequest(model, {"test": "isa"}, (16, 16, 16), 2, {"conv": "direct", "layout": "NCHW",
-                                                                         "format": "dense"}, UNTUNED, device)
-        executable, record = compile_model(request, cache)
-        assert abs(executable.run(images.numpy()) - expected).max() < 1e-4 * max(1.0, abs(expected).max())
-        assert min(executable.time_runs(images.numpy(), 3)) > 0
-        registers[name] = _vector_registers(cache.path("build", record["build_key"]) / "model.so")
+        request = BuildRequest(model=model, model_key={"test": "isa"}, image_shape=(16, 16, 16), batch_size=2,
+                               algorithm={"conv": "direct", "layout": "NCHW", "format": "dense"}, software=UNTUNED,
+                               device=device)
+        build = compile_model(request, cache)
+        assert abs(build.executable.run(images.numpy()) - expected).max() < 1e-4 * max(1.0, abs(expected).max())
+        assert min(build.executable.time_runs(images.numpy(), 3)) > 0
+        registers[name] = _vector_registers(cache.path("build", build.key) / "model.so")
     assert registers["x86-avx2"]["ymm"] > 0 and registers["x86-avx2"]["zmm"] == 0
     if "avx512f" in host_features():
         assert registers["host-cpu"]["zmm"] > 0
@@ -261,10 +263,10 @@ def test_cuda_kernels_compile_for_an_h200_without_one(monkeypatch, conv, layout,
 @pytest.mark.skipif(not cuda_status()[0], reason=f"the CUDA path needs an NVIDIA GPU: {cuda_status()[1]}")
 def test_cuda_build_matches_pytorch(tmp_path):
     model = _small_convnet()
-    request = BuildRequest(model, {"test": "cuda"}, (3, 8, 8), 2, {"conv": "direct", "layout": "NCHW",
-                                                                    "format": "dense"}, UNTUNED,
-                           create_device({"device": "cuda", "threads": 0}))
-    executable, _ = compile_model(request, ArtifactCache(tmp_path))
+    request = BuildRequest(model=model, model_key={"test": "cuda"}, image_shape=(3, 8, 8), batch_size=2,
+                           algorithm={"conv": "direct", "layout": "NCHW", "format": "dense"}, software=UNTUNED,
+                           device=create_device({"device": "cuda", "threads": 0}))
+    executable = compile_model(request, ArtifactCache(tmp_path)).executable
     images = torch.randn(2, 3, 8, 8)
     with torch.no_grad():
         expected = model(images).numpy()

@@ -36,12 +36,13 @@ def test_model_adapted_to_32px_compiles_and_matches_pytorch(architecture, digits
         logits = model(torch.from_numpy(digits.val_x[:2]))
     assert logits.shape == (2, 10)
     device = create_device({"device": "host-cpu", "threads": 2})
-    request = BuildRequest(model, {"test": architecture}, digits.image_shape, 1, {"conv": "direct"},
-                           {"compiler": "tvm", "tuning": "untuned"}, device)
-    executable, record = compile_model(request, ArtifactCache(tmp_path))
-    check = check_against_pytorch(executable, model, digits.val_x[:1], tolerance=1e-3)
+    request = BuildRequest(model=model, model_key={"test": architecture}, image_shape=digits.image_shape,
+                           batch_size=1, algorithm={"conv": "direct"},
+                           software={"compiler": "tvm", "tuning": "untuned"}, device=device)
+    build = compile_model(request, ArtifactCache(tmp_path))
+    check = check_against_pytorch(build.executable, model, digits.val_x[:1], tolerance=1e-3)
     assert check["top1_agreement"] == 1.0
-    assert record["macs"] > 0 and record["deployed_bytes"] > 0
+    assert build.macs > 0 and build.deployed_bytes > 0
 
 
 def test_second_run_hits_the_checkpoint_cache(digits, tmp_path):

@@ -94,10 +94,11 @@ FAST_KERNELS = textwrap.dedent("""\
     for compiler in ("tvm", "onnxruntime"):
         software = {"compiler": compiler, "tuning": "untuned", "trials_per_task": 1, "max_trials": 0,
                     "tuning_timeout_s": 0.0}
-        request = BuildRequest(conv, {"conv": compiler}, (64, 32, 32), 1,
-                               {"conv": "direct", "layout": "NCHW", "format": "dense"}, software, device, tune=False)
-        executable, record = compile_model(request, cache)
-        gflops[f"{compiler} conv 64x64x3x3"] = 2 * record["macs"] / min(executable.time_runs(image, 30)) / 1e9
+        request = BuildRequest(model=conv, model_key={"conv": compiler}, image_shape=(64, 32, 32), batch_size=1,
+                               algorithm={"conv": "direct", "layout": "NCHW", "format": "dense"}, software=software,
+                               device=device, tune=False)
+        build = compile_model(request, cache)
+        gflops[f"{compiler} conv 64x64x3x3"] = 2 * build.macs / min(build.executable.time_runs(image, 30)) / 1e9
     print(json.dumps({"peak": measure_cpu_peak(threads)["gflops"], **gflops}))
 """)
 

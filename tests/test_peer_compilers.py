@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from dlas_dse.config import ConfigError, load_space, settings_with_defaults
-from dlas_dse.trial import execute
+from dlas_dse.objectives import OBJECTIVES
+from dlas_dse.trial import TrialResult, execute
 
 SETTINGS = settings_with_defaults({
     "evaluation": {"batch_size": 16, "max_samples": 32},
@@ -27,7 +28,7 @@ def _config(compiler: str, technique: str = "none") -> dict:
 
 
 @pytest.fixture(scope="module")
-def tvm_fp32(shared_cache) -> dict:
+def tvm_fp32(shared_cache) -> TrialResult:
     return execute(_config("tvm"), SETTINGS, str(shared_cache))
 
 
@@ -35,28 +36,29 @@ def tvm_fp32(shared_cache) -> dict:
 @pytest.mark.parametrize("compiler", ["pytorch", "onnxruntime"])
 def test_fp32_matches_pytorch_and_tvm(compiler, tvm_fp32, shared_cache):
     result = execute(_config(compiler), SETTINGS, str(shared_cache))
-    attrs, values = result["attributes"], result["values"]
+    attrs, values = result.attributes, result.values
+    assert values.keys() == OBJECTIVES.keys()
     assert attrs["verification"]["top1_agreement"] == 1.0
     assert attrs["verification"]["max_abs_error"] <= attrs["verification"]["allowed_error"]
-    assert values["accuracy"] == pytest.approx(tvm_fp32["values"]["accuracy"], abs=ONE_IMAGE)
-    assert attrs["macs"] == attrs["eval_build"]["macs"] == tvm_fp32["attributes"]["macs"]
-    assert values["size_bytes"] == tvm_fp32["values"]["size_bytes"]  # the same float32 parameters
+    assert values["accuracy"] == pytest.approx(tvm_fp32.values["accuracy"], abs=ONE_IMAGE)
+    assert attrs["macs"] == attrs["eval_build"]["macs"] == tvm_fp32.attributes["macs"]
+    assert values["size_bytes"] == tvm_fp32.values["size_bytes"]  # the same float32 parameters
     assert values["latency_ms"] > 0 and attrs["build"]["build_key"] != attrs["eval_build"]["build_key"]
-    again = execute(_config(compiler), SETTINGS, str(shared_cache))["attributes"]
+    again = execute(_config(compiler), SETTINGS, str(shared_cache)).attributes
     assert again["cache_hits"]["build"] and again["build"]["build_key"] == attrs["build"]["build_key"]
 
 
 @pytest.mark.slow
 def test_onnxruntime_int8_quantizes_within_its_tolerance(tvm_fp32, shared_cache):
     result = execute(_config("onnxruntime", "int8"), SETTINGS, str(shared_cache))
-    attrs, values = result["attributes"], result["values"]
-    build, fp32_bytes = attrs["build"], tvm_fp32["values"]["size_bytes"]
+    attrs, values = result.attributes, result.values
+    build, fp32_bytes = attrs["build"], tvm_fp32.values["size_bytes"]
     assert build["verified_against"] == "float32" and build["deployed"] == "model.int8.onnx"
     assert attrs["verification"]["max_abs_error"] <= attrs["verification"]["allowed_error"]
     assert attrs["accuracy_first_batch_check"]["max_abs_error"] <= attrs["accuracy_first_batch_check"]["allowed_error"]
     assert fp32_bytes / 4 < values["size_bytes"] < fp32_bytes / 3  # 1 byte per weight + scales, int32 biases
-    assert attrs["macs"] == tvm_fp32["attributes"]["macs"]
-    assert values["accuracy"] == pytest.approx(tvm_fp32["values"]["accuracy"], abs=0.07)
+    assert attrs["macs"] == tvm_fp32.attributes["macs"]
+    assert values["accuracy"] == pytest.approx(tvm_fp32.values["accuracy"], abs=0.07)
 
 
 SPACE = """\

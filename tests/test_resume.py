@@ -13,7 +13,7 @@ import pytest
 from optuna.trial import TrialState
 
 from dlas_dse.config import load_study
-from dlas_dse.study import open_storage
+from dlas_dse.study.opening import open_storage
 
 pytestmark = pytest.mark.slow
 

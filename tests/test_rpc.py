@@ -82,9 +82,11 @@ def test_tuning_measures_candidates_through_the_rpc_runner(tmp_path, tracker):
                         {"kind": "rpc", "tracker": f"127.0.0.1:{port}", "key": KEY})
     torch.manual_seed(0)
     model = Tiny().eval()
-    request = BuildRequest(model, {"test": "rpc-tuning"}, (3, 8, 8), 1,
-                           {"conv": "direct", "layout": "NCHW", "format": "dense"}, TUNED, board)
-    executable, record = compile_model(request, ArtifactCache(tmp_path))
+    request = BuildRequest(model=model, model_key={"test": "rpc-tuning"}, image_shape=(3, 8, 8), batch_size=1,
+                           algorithm={"conv": "direct", "layout": "NCHW", "format": "dense"}, software=TUNED,
+                           device=board)
+    build = compile_model(request, ArtifactCache(tmp_path))
+    executable, record = build.executable, build.record
     assert record["tuning"]["measured_candidates"] >= 1 and record["tuning"]["new_records"] >= 1
     images = np.random.default_rng(0).standard_normal((1, 3, 8, 8)).astype(np.float32)
     with torch.no_grad():

@@ -10,9 +10,8 @@ import pytest
 from optuna.trial import TrialState
 
 from dlas_dse.distinct import DistinctSampler, Proposal
+from dlas_dse.objectives import OBJECTIVES
 from dlas_dse.space import Parameter, SearchSpace, config_key
-
-OBJECTIVES = {"accuracy": "maximize", "latency_ms": "minimize", "size_bytes": "minimize"}
 TWO_BY_TWO = SearchSpace("two-by-two", "test", [  # the quickstart's shape: 2 models x 2 thread counts
     Parameter("dataset.name", "fixed", ("digits",)),
     Parameter("model.architecture", "choices", ("resnet18", "mobilenet_v2")),
@@ -138,14 +137,15 @@ def test_enqueued_trials_pass_through_even_when_measured():
 def quickstart(tmp_path, monkeypatch):
     """The quickstart study in a temporary storage, its trials answered by ``made_up_values``;
     returns (config, storage URL, the configurations "measured")."""
-    import dlas_dse.study as study_module
+    import dlas_dse.study.loop as study_module
     from dlas_dse.config import load_study
+    from dlas_dse.trial import TrialResult
 
     measured = []
 
-    def run_trial(config, settings, cache_dir, timeout_s, on_stage):
+    def run_trial(config, settings, cache_dir, timeout_s, allowance, on_stage):
         measured.append(config)
-        return {"values": dict(zip(OBJECTIVES, made_up_values(config))), "attributes": {"time_worker_start_s": 0.0}}
+        return TrialResult(dict(zip(OBJECTIVES, made_up_values(config))), {"time_worker_start_s": 0.0})
 
     monkeypatch.setattr(study_module, "run_trial", run_trial)
     monkeypatch.setattr(study_module, "preflight", lambda space: None)
@@ -154,7 +154,7 @@ def quickstart(tmp_path, monkeypatch):
 
 
 def test_the_quickstart_measures_its_four_configurations_and_stops(quickstart):
-    from dlas_dse.study import run_study
+    from dlas_dse.study.loop import run_study
 
     config, storage, measured = quickstart
     assert config.n_trials == len(list(config.space.grid())) == 4  # the shipped budget: each configuration once
@@ -170,7 +170,7 @@ def test_the_quickstart_measures_its_four_configurations_and_stops(quickstart):
 
 def test_unavoidable_repeats_are_answered_from_storage(quickstart, monkeypatch, capsys):
     from dlas_dse import distinct
-    from dlas_dse.study import run_study
+    from dlas_dse.study.loop import run_study
 
     monkeypatch.setattr(distinct, "MAX_ENUMERATED", 0)  # as if the space were too large to enumerate
     config, storage, measured = quickstart
@@ -189,15 +189,15 @@ def test_unavoidable_repeats_are_answered_from_storage(quickstart, monkeypatch, 
 
 MADE_UP_STUDY = """\
 import dataclasses, sys, time
-import dlas_dse.study as study_module
+import dlas_dse.study.loop as study_module
 from dlas_dse.config import load_study
 from dlas_dse.space import Parameter, SearchSpace
+from dlas_dse.trial import TrialResult
 
-def run_trial(config, settings, cache_dir, timeout_s, on_stage):
+def run_trial(config, settings, cache_dir, timeout_s, allowance, on_stage):
     time.sleep(0.3)
     values = [0.8, 10 * config["model.learning_rate"], 9e6]
-    return {"values": dict(zip(["accuracy", "latency_ms", "size_bytes"], values)),
-            "attributes": {"time_worker_start_s": 0.0}}
+    return TrialResult(dict(zip(["accuracy", "latency_ms", "size_bytes"], values)), {"time_worker_start_s": 0.0})
 
 study_module.run_trial, study_module.preflight = run_trial, lambda space: None
 study_module.start_worker_server = lambda: None
@@ -243,7 +243,7 @@ def test_a_resumed_study_continues_the_search_instead_of_replaying_it(tmp_path):
 
 
 def test_a_resumed_process_derives_its_seed_from_the_study_and_what_it_holds():
-    from dlas_dse.study import sampler_seed
+    from dlas_dse.study.opening import sampler_seed
 
     assert sampler_seed(0, 0) == 0 and sampler_seed(None, 5) is None
     assert len({sampler_seed(0, n) for n in range(1, 50)} | {0}) == 50

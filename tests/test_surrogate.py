@@ -14,7 +14,7 @@ import pytest
 import xgboost
 from conftest import TINY_STUDY
 
-from dlas_dse.study import load_stored_study
+from dlas_dse.study.opening import load_stored_study
 from dlas_dse.surrogate.descriptors import architecture_profile, model_descriptors
 from dlas_dse.surrogate.features import FeatureSchema, SchemaMismatch, active_parameters
 from dlas_dse.surrogate.hypervolume import hypervolume

@@ -22,7 +22,7 @@ from dlas_dse.stack.algorithms import apply_algorithm
 from dlas_dse.stack.algorithms.schedule import fuse_operators
 from dlas_dse.stack.compiler import BuildRequest, compile_model, to_relax
 from dlas_dse.stack.hardware import create_device
-from dlas_dse.stack.tuning import PooledBuilder, TuningDatabase, choose_side_by_side, study_allowance
+from dlas_dse.stack.tuning import PooledBuilder, TuningAllowance, TuningDatabase, choose_side_by_side
 
 TUNED = {"compiler": "tvm", "tuning": "metaschedule", "trials_per_task": 1, "max_trials": 0, "tuning_timeout_s": 0.0}
 
@@ -48,14 +48,15 @@ def build(seed: int, cache: ArtifactCache, algorithm: dict, sparsity: float = 0.
     model = Tiny().eval()
     with torch.no_grad():
         model.conv.weight *= torch.rand_like(model.conv.weight) >= sparsity
-    request = BuildRequest(model, {"seed": seed, "sparsity": sparsity}, (3, 8, 8), 1,
-                           {"layout": "NCHW", "format": "dense", **algorithm}, TUNED, host(threads))
-    executable, record = compile_model(request, cache)
+    request = BuildRequest(model=model, model_key={"seed": seed, "sparsity": sparsity}, image_shape=(3, 8, 8),
+                           batch_size=1, algorithm={"layout": "NCHW", "format": "dense", **algorithm},
+                           software=TUNED, device=host(threads))
+    build = compile_model(request, cache)
     images = np.random.default_rng(seed).standard_normal((1, 3, 8, 8)).astype(np.float32)
     with torch.no_grad():
         expected = model(torch.from_numpy(images)).numpy()
-    np.testing.assert_allclose(executable.run(images), expected, rtol=1e-4, atol=1e-5)
-    return record["tuning"]
+    np.testing.assert_allclose(build.executable.run(images), expected, rtol=1e-4, atol=1e-5)
+    return build.record["tuning"]
 
 
 @pytest.mark.slow
@@ -89,12 +90,12 @@ def test_sparse_kernel_builds_and_runs_under_tuning(tmp_path):
 
 def test_study_allowance_lowers_the_timeout_then_stops_tuning():
     software = {**TUNED, "tuning_timeout_s": 100.0}
-    assert study_allowance(software, None, 1e9) == (software, True, False)  # no cap
-    assert study_allowance(software, 500.0, 300.0) == (software, True, False)  # own timeout is lower
-    assert study_allowance(software, 500.0, 450.0) == ({**software, "tuning_timeout_s": 50.0}, True, True)
-    assert study_allowance(software, 500.0, 500.0) == (software, False, True)  # spent: database only
+    assert TuningAllowance(None, 1e9).apply(software) == (software, True, False)  # no cap
+    assert TuningAllowance(500.0, 300.0).apply(software) == (software, True, False)  # own timeout is lower
+    assert TuningAllowance(500.0, 450.0).apply(software) == ({**software, "tuning_timeout_s": 50.0}, True, True)
+    assert TuningAllowance(500.0, 500.0).apply(software) == (software, False, True)  # spent: database only
     untuned = {**software, "tuning": "untuned"}
-    assert study_allowance(untuned, 0.0, 10.0) == (untuned, True, False)
+    assert TuningAllowance(0.0, 10.0).apply(untuned) == (untuned, True, False)
 
 
 @pytest.mark.slow

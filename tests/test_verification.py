@@ -40,9 +40,10 @@ def compiled(tmp_path_factory):
     model = huge_range_model()
     device = create_device({"device": "host-cpu", "threads": 1})
     # NHWC sums in another order than PyTorch, so the two round differently
-    request = BuildRequest(model, {"test": "huge range"}, (3, 8, 8), 1, {"conv": "direct", "layout": "NHWC"},
-                           {"compiler": "tvm", "tuning": "untuned"}, device)
-    executable, _ = compile_model(request, ArtifactCache(tmp_path_factory.mktemp("cache")))
+    request = BuildRequest(model=model, model_key={"test": "huge range"}, image_shape=(3, 8, 8), batch_size=1,
+                           algorithm={"conv": "direct", "layout": "NHWC"},
+                           software={"compiler": "tvm", "tuning": "untuned"}, device=device)
+    executable = compile_model(request, ArtifactCache(tmp_path_factory.mktemp("cache"))).executable
     images = np.random.default_rng(0).standard_normal((4, 3, 8, 8)).astype(np.float32)
     return model, executable, images
 

@@ -105,7 +105,7 @@ def test_a_worker_killed_mid_trial_does_not_stop_the_grid(project, database):
 
 def test_a_second_worker_on_the_same_machine_is_noticed(tmp_path):
     """Workers of one study on one host are found from their running trials (live ones only)."""
-    from dlas_dse.study import workers_beside_us
+    from dlas_dse.study.workers import workers_beside_us
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path}/beside.db", directions=["minimize"])
     other = subprocess.Popen(["sleep", "60"])

@@ -53,7 +53,7 @@ class Executable(ABC):
         return local_counters()
 
 
-@dataclass
+@dataclass(kw_only=True)
 class BuildRequest:
     """What to compile: the deployable model (and the hash of what produced it), for which batch,
     with which layer-4 and layer-5 parameters, for which device."""
@@ -67,12 +67,51 @@ class BuildRequest:
     device: Device
     precision: str = "float32"
     calibration: dict | None = None
+    """int8: the compression's input scale per layer."""
+    calibration_images: np.ndarray | None = None
+    """int8: the images that set ``calibration``, for compilers that calibrate themselves (onnxruntime)."""
     tune: bool = True
     """Whether the build may spend time tuning (evaluation builds reuse the tuning database only)."""
-    dataset: Dataset | None = None
-    """The trial's data, for compilers that calibrate int8 themselves (onnxruntime)."""
-    compression: dict | None = None
-    """The layer-3 parameters (e.g. int8's calibration_images)."""
+
+
+@dataclass(frozen=True)
+class Build:
+    """What a compiler hands back: the executable and the build record the trial stores (``hit``,
+    ``build_key``, ``seconds``, ``macs``, ``deployed_bytes`` and what the compiler adds)."""
+
+    executable: Executable
+    record: dict
+
+    @property
+    def key(self) -> str:
+        """The build's cache entry."""
+        return self.record["build_key"]
+
+    @property
+    def hit(self) -> bool:
+        """Whether the build came from the cache."""
+        return self.record["hit"]
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of one image."""
+        return self.record["macs"]
+
+    @property
+    def deployed_bytes(self) -> int:
+        """Bytes of the parameters as deployed."""
+        return self.record["deployed_bytes"]
+
+    @property
+    def verified_against(self) -> str | None:
+        """The precision whose PyTorch reference the executable must match, where its arithmetic
+        is not the requested precision's (ONNX Runtime's own int8: float32); None: the requested one."""
+        return self.record.get("verified_against")
+
+    @property
+    def tolerance(self) -> float:
+        """The compiler's own tolerance against that reference (0: the compression's holds)."""
+        return self.record.get("tolerance", 0.0)
 
 
 class TVMExecutable(Executable):
@@ -185,7 +224,7 @@ def _schedule(mod: tvm.IRModule, request: BuildRequest, cache: ArtifactCache) ->
     trials_per_task=Param(int, default=16, low=1, high=100000, help="measured candidates per tuning task"),
     max_trials=Param(int, default=0, low=0, help="cap on measured candidates over all tasks (0: no cap)"),
     tuning_timeout_s=Param(float, default=0.0, low=0.0, help="stop tuning after this many seconds (0: no limit)"))
-def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executable, dict]:
+def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> Build:
     """Apache TVM (Relax): torch.export import, layer-4 rewrite, default schedules or MetaSchedule
     tuning, build for the device's target."""
     inputs = {"model": request.model_key, "batch_size": request.batch_size, "precision": request.precision,
@@ -220,7 +259,7 @@ def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executabl
               **{k: metadata[k] for k in ("convolutions_by_algorithm", "algorithm_fallbacks", "convolutions",
                                           "tuning")},
               **{k: metadata[k] for k in ("int8_layers", "float_layers") if k in metadata}}
-    return executable, record
+    return Build(executable, record)
 
 
 def reference_model(model: nn.Module, precision: str, calibration: dict | None) -> nn.Module:
@@ -234,6 +273,6 @@ def float64_reference(model: nn.Module, precision: str) -> nn.Module | None:
     return reference_model(model, "float32", None).double() if precision == "float32" else None
 
 
-def compile_model(request: BuildRequest, cache: ArtifactCache) -> tuple[Executable, dict]:
-    """Compile with ``request.software["compiler"]``; returns the executable and a build record."""
+def compile_model(request: BuildRequest, cache: ArtifactCache) -> Build:
+    """Compile with ``request.software["compiler"]``."""
     return COMPILERS.get(request.software["compiler"]).function(request, cache)

@@ -2,16 +2,21 @@
 
 A technique is ``function(model, dataset, params, fine_tune) -> (model, record)``. It must be
 deterministic in the structure it produces, so that a cached result is rebuilt by running the
-technique again without fine-tuning (``fine_tune=None``) and loading the cached state dict.
+technique again without fine-tuning (``fine_tune=None``) and loading the cached state dict. A
+technique that changes the arithmetic names it in its record (``precision``, ``tolerance``, and for
+int8 ``calibration`` with the ``calibration_split`` and ``calibration_samples`` that set it);
+:func:`compress` hands them on as the fields of :class:`Compressed`.
 """
 
 from __future__ import annotations
 
 import copy
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.utils.prune as prune
@@ -146,21 +151,43 @@ def calibrate_input_scales(model: nn.Module, images: torch.Tensor, batch_size: i
 def int8(model: nn.Module, dataset: Dataset, params: dict, fine_tune: FineTune) -> tuple[nn.Module, dict]:
     """Post-training int8 quantisation: per-channel symmetric weights, per-tensor activations
     calibrated on training images; the deployed module computes int8 x int8 with int32 accumulation."""
-    source = dataset.train_x if len(dataset.train_y) else dataset.val_x
-    images = torch.from_numpy(source[:params["calibration_images"]])
+    split = "train" if len(dataset.train_y) else "validation"
+    images = dataset.images(split)[:params["calibration_images"]]
     # The compiled module is checked against an int8 PyTorch reference of the same arithmetic, which
     # it matches bit for bit on host-cpu. Where float rounding differs (a schedule that does not
     # contract rescale and bias into one multiply-add, the summation order of a pooling), an input
     # lands on the other side of a rounding boundary and the flip propagates through later layers:
     # hence 5% of the largest logit. A wrong kernel is off by ~100%.
-    return model, {"precision": "int8", "calibration": calibrate_input_scales(model, images),
-                   "calibration_split": "train" if len(dataset.train_y) else "validation", "tolerance": 5e-2}
+    return model, {"precision": "int8", "calibration": calibrate_input_scales(model, torch.from_numpy(images)),
+                   "calibration_split": split, "calibration_samples": len(images), "tolerance": 5e-2}
+
+
+@dataclass(frozen=True)
+class Compressed:
+    """What layer 3 hands to layers 4 and 5: the deployable model and what its compilation and its
+    check against PyTorch must honour."""
+
+    model: nn.Module
+    """The compressed model, in eval mode."""
+    record: dict
+    """What the trial stores: what the technique achieved, its cache entry (``compressed``) and ``hit``."""
+    precision: str = "float32"
+    calibration: dict | None = None
+    """int8: the input scale of every conv and linear layer (by name in the BatchNorm-folded model)."""
+    calibration_images: np.ndarray | None = None
+    """int8: the images that set ``calibration`` (a compiler that calibrates itself uses the same)."""
+    tolerance: float = 0.0
+    """How far the compiled output may differ from the precision's reference (share of the largest logit)."""
+
+    @property
+    def key(self) -> str:
+        """The cache entry of the compressed model (what a build of it is keyed by)."""
+        return self.record["compressed"]
 
 
 def compress(model: nn.Module, dataset: Dataset, params: dict, model_params: dict, checkpoint: str,
-             cache: ArtifactCache) -> tuple[nn.Module, dict]:
-    """Apply ``params["technique"]`` to a copy of ``model`` (cached by checkpoint and parameters);
-    returns the compressed model in eval mode and what the technique achieved."""
+             cache: ArtifactCache) -> Compressed:
+    """Apply ``params["technique"]`` to a copy of ``model`` (cached by checkpoint and parameters)."""
     technique = COMPRESSIONS.get(params["technique"]).function
     recipe = {**model_params, "epochs": params.get("finetune_epochs", 0),
               "learning_rate": params.get("finetune_learning_rate", 0.0)}
@@ -179,4 +206,8 @@ def compress(model: nn.Module, dataset: Dataset, params: dict, model_params: dic
     compressed, _ = technique(copy.deepcopy(model), dataset, params, None)
     compressed.load_state_dict(torch.load(directory / "compressed.pt", weights_only=True, map_location="cpu"))
     record = cache.metadata(directory)["record"]
-    return compressed.eval(), {**record, "hit": hit, "compressed": directory.name}
+    calibration_images = (dataset.images(record["calibration_split"])[:record["calibration_samples"]]
+                          if "calibration_split" in record else None)
+    return Compressed(compressed.eval(), {**record, "hit": hit, "compressed": directory.name},
+                      precision=record.get("precision", "float32"), calibration=record.get("calibration"),
+                      calibration_images=calibration_images, tolerance=record.get("tolerance", 0.0))

@@ -47,6 +47,10 @@ class Dataset:
         """(channels, height, width) of one image."""
         return tuple(self.val_x.shape[1:])
 
+    def images(self, split: str) -> np.ndarray:
+        """The images of ``split``: "train" or "validation"."""
+        return {"train": self.train_x, "validation": self.val_x}[split]
+
     def validation_subset(self, max_samples: int | None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """The validation split, or a stratified subset of ``max_samples`` images of it."""
         index = stratified_subset(self.val_y, max_samples, seed)

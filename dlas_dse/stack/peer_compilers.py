@@ -8,7 +8,6 @@ combinations out of every search space.
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from pathlib import Path
@@ -24,8 +23,7 @@ from onnxruntime import quantization
 
 from dlas_dse.cache import ArtifactCache, code_fingerprint
 from dlas_dse.registry import COMPILERS, Rule
-from dlas_dse.stack.compiler import BuildRequest, Executable, count_macs, fold_batchnorm, to_relax
-from dlas_dse.stack.compression import calibrate_input_scales
+from dlas_dse.stack.compiler import Build, BuildRequest, Executable, count_macs, fold_batchnorm, to_relax
 from dlas_dse.stack.relax_util import visit_functions
 
 FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -119,7 +117,7 @@ class PyTorchExecutable(Executable):
 
 
 @COMPILERS.register("pytorch")
-def pytorch_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executable, dict]:
+def pytorch_compiler(request: BuildRequest, cache: ArtifactCache) -> Build:
     """Eager PyTorch: the folded model in its precision's dtype (float32 or float16), no compilation."""
     if request.precision not in FLOAT_DTYPES:
         raise ValueError(f"eager PyTorch deploys {' or '.join(FLOAT_DTYPES)}, not {request.precision} "
@@ -130,7 +128,7 @@ def pytorch_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Execu
         return {"deployed_bytes": sum(p.numel() * p.element_size() for p in model.parameters())}
 
     _, record = _build(request, cache, {}, create)
-    return PyTorchExecutable(model, request.batch_size, request.device.threads), record
+    return Build(PyTorchExecutable(model, request.batch_size, request.device.threads), record)
 
 
 class OnnxRuntimeExecutable(Executable):
@@ -167,21 +165,6 @@ class _CalibrationImages(quantization.CalibrationDataReader):
         return next(self._batches, None)
 
 
-def calibration_images(request: BuildRequest) -> np.ndarray:
-    """The images the int8 compression calibrated on (its split and count), checked by recomputing
-    its input scales on them."""
-    if request.dataset is None or request.compression is None:
-        raise ValueError("onnxruntime int8 calibrates on the compression's images: the build request "
-                         "needs the dataset and the compression parameters")
-    source = request.dataset.train_x if len(request.dataset.train_y) else request.dataset.val_x
-    images = source[:request.compression["calibration_images"]]
-    scales = calibrate_input_scales(request.model, torch.from_numpy(images))
-    if scales.keys() != request.calibration.keys() or not all(
-            math.isclose(scales[name], request.calibration[name], rel_tol=1e-6) for name in scales):
-        raise ValueError("cannot find the images the int8 compression calibrated on")
-    return images
-
-
 def onnx_parameter_bytes(model: onnx.ModelProto) -> int:
     """Bytes of the initializers that are parameters: not scalars (e.g. a ReLU6 bound) and not
     int64 (ONNX's shape and axis operands)."""
@@ -190,7 +173,7 @@ def onnx_parameter_bytes(model: onnx.ModelProto) -> int:
 
 
 @COMPILERS.register("onnxruntime")
-def onnxruntime_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[Executable, dict]:
+def onnxruntime_compiler(request: BuildRequest, cache: ArtifactCache) -> Build:
     """ONNX Runtime (CPU): torch.onnx (dynamo) export of the folded model; int8 by ORT's static QDQ
     quantisation (per-channel symmetric int8 weights, int8 activations calibrated by MinMax on the
     compression's calibration images); float16 as an fp16 model."""
@@ -204,7 +187,10 @@ def onnxruntime_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[E
         deployed = "model.onnx"
         if quantized:
             deployed = "model.int8.onnx"
-            reader = _CalibrationImages(program.model.graph.inputs[0].name, calibration_images(request),
+            if request.calibration_images is None:
+                raise ValueError("onnxruntime int8 calibrates on the compression's images: the build request "
+                                 "has none (calibration_images)")
+            reader = _CalibrationImages(program.model.graph.inputs[0].name, request.calibration_images,
                                         request.batch_size)
             quantization.quantize_static(
                 directory / "model.onnx", directory / deployed, reader, quant_format=quantization.QuantFormat.QDQ,
@@ -219,6 +205,5 @@ def onnxruntime_compiler(request: BuildRequest, cache: ArtifactCache) -> tuple[E
                                                 "reduce_range": REDUCE_RANGE}, create)
     if quantized:
         record.update(verified_against="float32", tolerance=ORT_INT8_TOLERANCE)
-    executable = OnnxRuntimeExecutable(directory / record["deployed"], request.device.threads,
-                                       request.batch_size, record["input_dtype"])
-    return executable, record
+    return Build(OnnxRuntimeExecutable(directory / record["deployed"], request.device.threads,
+                                       request.batch_size, record["input_dtype"]), record)

@@ -110,18 +110,26 @@ class TuningDatabase:
         return len(records)
 
 
-def study_allowance(software: dict, max_total_s: float | None, spent_s: float) -> tuple[dict, bool, bool]:
-    """Apply a study's tuning cap to one trial's software parameters: returns the parameters (the
-    tuning timeout lowered to what is left), whether the trial may tune, and whether it was capped."""
-    if software.get("tuning") != "metaschedule" or max_total_s is None:
-        return software, True, False
-    left = max_total_s - spent_s
-    if left <= 0:
-        return software, False, True
-    timeout = software["tuning_timeout_s"]
-    if timeout and timeout <= left:
-        return software, True, False
-    return {**software, "tuning_timeout_s": left}, True, True
+@dataclass(frozen=True)
+class TuningAllowance:
+    """A study's cap on auto-tuning seconds summed over its trials (None: no cap), and what its
+    finished trials have spent of it."""
+
+    max_total_s: float | None = None
+    spent_s: float = 0.0
+
+    def apply(self, software: dict) -> tuple[dict, bool, bool]:
+        """One trial's software parameters under the cap: the parameters (the tuning timeout lowered
+        to what is left), whether the trial may tune, and whether the cap limited it."""
+        if software.get("tuning") != "metaschedule" or self.max_total_s is None:
+            return software, True, False
+        left = self.max_total_s - self.spent_s
+        if left <= 0:
+            return software, False, True
+        timeout = software["tuning_timeout_s"]
+        if timeout and timeout <= left:
+            return software, True, False
+        return {**software, "tuning_timeout_s": left}, True, True
 
 
 def _valid(record: ms.database.TuningRecord) -> bool:

@@ -56,7 +56,7 @@ def add_parser(commands) -> None:
 
 
 def _measured(args: argparse.Namespace):
-    from dlas_dse.study import load_stored_study
+    from dlas_dse.study.opening import load_stored_study
     from dlas_dse.surrogate.data import measured_trials
 
     return measured_trials([load_stored_study(name, args.storage) for name in args.study])
