@@ -88,7 +88,7 @@ def test_sparse_kernel_builds_and_runs_under_tuning(tmp_path):
         assert "sparse" in task and reason
 
 
-def test_study_allowance_lowers_the_timeout_then_stops_tuning():
+def test_tuning_allowance_lowers_the_timeout_then_stops_tuning():
     software = {**TUNED, "tuning_timeout_s": 100.0}
     assert TuningAllowance(None, 1e9).apply(software) == (software, True, False)  # no cap
     assert TuningAllowance(500.0, 300.0).apply(software) == (software, True, False)  # own timeout is lower
