@@ -186,7 +186,7 @@ def _parser() -> argparse.ArgumentParser:
 
 def _optimize(args: argparse.Namespace) -> int:
     from dlas_dse.config import check_grid, load_study
-    from dlas_dse.report import describe_study
+    from dlas_dse.analysis.report import describe_study
     from dlas_dse.study.storage import mask_url
     from dlas_dse.study.loop import run_study
 
@@ -214,7 +214,7 @@ def _grid(args: argparse.Namespace) -> int:
     from dlas_dse.config import check_grid, load_study
     from dlas_dse.grid import plan_grid
     from dlas_dse.registry import PreflightError
-    from dlas_dse.report import describe_study
+    from dlas_dse.analysis.report import describe_study
     from dlas_dse.stack.hardware import create_device
     from dlas_dse.study.loop import run_study
 
@@ -278,7 +278,7 @@ def _remeasure(args: argparse.Namespace) -> int:
 
 
 def _show(args: argparse.Namespace) -> int:
-    from dlas_dse.report import describe_study
+    from dlas_dse.analysis.report import describe_study
     from dlas_dse.study.opening import load_stored_study
 
     study = load_stored_study(args.study, args.storage)
@@ -290,7 +290,7 @@ def _report(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from dlas_dse.files import project_root
-    from dlas_dse.report_writer import write_report
+    from dlas_dse.analysis.report_writer import write_report
     from dlas_dse.study.opening import load_stored_study
 
     study = load_stored_study(args.study, args.storage)
@@ -305,7 +305,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _dashboard(args: argparse.Namespace) -> int:
-    from dlas_dse.dashboard import DashboardError, serve
+    from dlas_dse.analysis.dashboard import DashboardError, serve
     from dlas_dse.study.opening import find_stored_study
 
     storage, name = find_stored_study(args.study, args.storage)

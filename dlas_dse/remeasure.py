@@ -26,8 +26,8 @@ import optuna
 from tqdm import tqdm
 from optuna.trial import FrozenTrial, TrialState
 
+from dlas_dse.analysis.confirmed import ATTRIBUTE, front_numbers, records
 from dlas_dse.config import StudyConfig
-from dlas_dse.confirmed import ATTRIBUTE, front_numbers, records
 from dlas_dse.space import nest
 from dlas_dse.stack.compiler import Executable
 from dlas_dse.stack.datasets import load_dataset

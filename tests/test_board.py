@@ -177,10 +177,10 @@ def test_without_qemu_the_board_says_what_to_install_and_writes_nothing(project,
 def test_emulated_latencies_are_marked_and_kept_out_of_latency_findings():
     """Two models whose emulated latencies differ twofold: show marks them, the observations, the
     surrogate's rows and remeasure leave them out; the observation without latency keeps them."""
-    from dlas_dse import observations
-    from dlas_dse.plots import EMULATED, label, plottable
+    from dlas_dse.analysis import observations
+    from dlas_dse.analysis.plots import EMULATED, label, plottable
+    from dlas_dse.analysis.report import describe_study, detailed_frame
     from dlas_dse.remeasure import select_trials
-    from dlas_dse.report import describe_study, detailed_frame
     from dlas_dse.surrogate.data import measured_trials
 
     study = optuna.create_study(directions=["maximize", "minimize", "minimize"])

@@ -6,8 +6,8 @@ import optuna
 import pytest
 import torch
 
+from dlas_dse.analysis.confirmed import records as confirmed
 from dlas_dse.config import load_study
-from dlas_dse.confirmed import records as confirmed
 from dlas_dse.space import config_key
 from dlas_dse.stack.compiler import fold_batchnorm
 from dlas_dse.stack.datasets import load_dataset

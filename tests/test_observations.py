@@ -8,9 +8,9 @@ import numpy as np
 import optuna
 import pandas as pd
 
-from dlas_dse import observations
-from dlas_dse.observations import DOES_NOT_HOLD, HOLDS, NOT_ENOUGH_DATA
-from dlas_dse.report import detailed_frame
+from dlas_dse.analysis import observations
+from dlas_dse.analysis.observations import DOES_NOT_HOLD, HOLDS, NOT_ENOUGH_DATA
+from dlas_dse.analysis.report import detailed_frame
 
 SMALLER_SLOWER = "A smaller model is not always faster"
 NOT_ALIGNED = "Accuracy and latency are not aligned"

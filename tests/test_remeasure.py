@@ -12,7 +12,7 @@ import numpy as np
 import optuna
 import pytest
 
-from dlas_dse.confirmed import front, records as confirmed
+from dlas_dse.analysis.confirmed import front, records as confirmed
 from dlas_dse.remeasure import bootstrap_interval
 
 DIRECTIONS = ["maximize", "minimize", "minimize"]  # accuracy, latency_ms, size_bytes

@@ -7,8 +7,8 @@ import optuna
 import pandas as pd
 import pytest
 
-from dlas_dse import observations
-from dlas_dse.plots import front_2d
+from dlas_dse.analysis import observations
+from dlas_dse.analysis.plots import front_2d
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

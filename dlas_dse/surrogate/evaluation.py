@@ -12,7 +12,7 @@ from scipy.stats import kendalltau
 from sklearn.metrics import r2_score
 from sklearn.model_selection import KFold
 
-from dlas_dse.plots import predicted_vs_measured_png
+from dlas_dse.analysis.plots import predicted_vs_measured_png
 from dlas_dse.surrogate.data import Measured
 from dlas_dse.surrogate.model import LatencySurrogate
 

@@ -9,7 +9,7 @@ import optuna
 import pandas as pd
 from optuna.trial import TrialState
 
-from dlas_dse.confirmed import front_numbers, objectives_of, records
+from dlas_dse.analysis.confirmed import front_numbers, objectives_of, records
 
 OBJECTIVE_FORMATS = {"accuracy": "{:.3f}", "latency_ms": "{:.2f}", "size_bytes": "{:,.0f}"}
 

@@ -10,9 +10,9 @@ from pathlib import Path
 import optuna
 import pandas as pd
 
-from dlas_dse import observations, plots
-from dlas_dse.observations import config_columns
-from dlas_dse.report import detailed_frame, pareto_frame
+from dlas_dse.analysis import observations, plots
+from dlas_dse.analysis.observations import config_columns
+from dlas_dse.analysis.report import detailed_frame, pareto_frame
 
 COLOR_BY = {"accuracy_vs_latency": "compression.technique", "latency_vs_size": "model.architecture"}
 

@@ -31,7 +31,7 @@ HOVER = ("trial", "latency_source", "model.architecture", "compression.technique
 
 def plottable(frame: pd.DataFrame) -> pd.DataFrame:
     """Completed trials with the columns the plots use (``size_mb``, ``platform``)."""
-    from dlas_dse.observations import completed
+    from dlas_dse.analysis.observations import completed
 
     done = completed(frame)
     if done.empty:
@@ -157,7 +157,7 @@ def importance_png(importances: pd.DataFrame, path: Path) -> Path:
 
 def varying_parameters(frame: pd.DataFrame) -> list[str]:
     """The layer parameters that take more than one value among ``frame``'s trials."""
-    from dlas_dse.observations import config_columns
+    from dlas_dse.analysis.observations import config_columns
 
     return [c for c in config_columns(frame) if frame[c].astype(str).nunique() > 1]
 
