@@ -170,19 +170,30 @@ class Compressed:
     model: nn.Module
     """The compressed model, in eval mode."""
     record: dict
-    """What the trial stores: what the technique achieved, its cache entry (``compressed``) and ``hit``."""
-    precision: str = "float32"
-    calibration: dict | None = None
-    """int8: the input scale of every conv and linear layer (by name in the BatchNorm-folded model)."""
+    """What the trial stores: what the technique achieved (with ``precision``, ``calibration`` and
+    ``tolerance`` where it changes the arithmetic), its cache entry (``compressed``) and ``hit``."""
     calibration_images: np.ndarray | None = None
     """int8: the images that set ``calibration`` (a compiler that calibrates itself uses the same)."""
-    tolerance: float = 0.0
-    """How far the compiled output may differ from the precision's reference (share of the largest logit)."""
 
     @property
     def key(self) -> str:
         """The cache entry of the compressed model (what a build of it is keyed by)."""
         return self.record["compressed"]
+
+    @property
+    def precision(self) -> str:
+        """The number format the model deploys in."""
+        return self.record.get("precision", "float32")
+
+    @property
+    def calibration(self) -> dict | None:
+        """int8: the input scale of every conv and linear layer (by name in the BatchNorm-folded model)."""
+        return self.record.get("calibration")
+
+    @property
+    def tolerance(self) -> float:
+        """How far the compiled output may differ from the precision's reference (share of the largest logit)."""
+        return self.record.get("tolerance", 0.0)
 
 
 def compress(model: nn.Module, dataset: Dataset, params: dict, model_params: dict, checkpoint: str,
@@ -208,6 +219,4 @@ def compress(model: nn.Module, dataset: Dataset, params: dict, model_params: dic
     record = cache.metadata(directory)["record"]
     calibration_images = (dataset.images(record["calibration_split"])[:record["calibration_samples"]]
                           if "calibration_split" in record else None)
-    return Compressed(compressed.eval(), {**record, "hit": hit, "compressed": directory.name},
-                      precision=record.get("precision", "float32"), calibration=record.get("calibration"),
-                      calibration_images=calibration_images, tolerance=record.get("tolerance", 0.0))
+    return Compressed(compressed.eval(), {**record, "hit": hit, "compressed": directory.name}, calibration_images)

@@ -59,8 +59,7 @@ class Objective:
     def __init__(self, config: StudyConfig, study: optuna.Study, storage: optuna.storages.BaseStorage,
                  source: TrialSource, target: int):
         self.config, self.study, self.storage, self.source, self.target = config, study, storage, source, target
-        self.bar: Progress | None = None
-        """The progress bar, once the loop starts."""
+        self.bar: Progress | None = None  # set when the loop starts
         self.distinct = study.sampler if isinstance(study.sampler, DistinctSampler) else None
         self.exhausted = self.distinct.exhausted(study) if self.distinct else None
         self.excluded_in_a_row = 0
