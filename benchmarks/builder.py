@@ -2,7 +2,7 @@
 
 The same model is tuned at the same budget twice, side by side in one run, each time from an empty
 tuning database: once with new build processes for every batch of candidates (what TVM's
-LocalBuilder does; `tuning.CANDIDATES_PER_BUILD_PROCESS = 1`) and once with them kept
+LocalBuilder does; `measuring.CANDIDATES_PER_BUILD_PROCESS = 1`) and once with them kept
 (`PooledBuilder`'s default). Every tuned build is checked against PyTorch; the tuning record gives
 the seconds, tasks and measured candidates. A mode that fails is recorded with its reason.
 
@@ -23,19 +23,19 @@ import numpy as np
 from common import ResultsFile, random_model, succeeded
 
 from dlas_dse.cache import ArtifactCache  # noqa: E402
-from dlas_dse.stack import tuning  # noqa: E402
+from dlas_dse.stack.tuning import measuring  # noqa: E402
 from dlas_dse.stack.compiler import BuildRequest, compile_model  # noqa: E402
-from dlas_dse.stack.hardware import create_device  # noqa: E402
+from dlas_dse.stack.devices import create_device  # noqa: E402
 from dlas_dse.trial import check_against_pytorch  # noqa: E402
 
 DIRECT = {"conv": "direct", "layout": "NCHW", "format": "dense"}
 MODES = {"new processes per batch (TVM's LocalBuilder)": 1,
-         "processes kept (PooledBuilder)": tuning.CANDIDATES_PER_BUILD_PROCESS}
+         "processes kept (PooledBuilder)": measuring.CANDIDATES_PER_BUILD_PROCESS}
 
 
 def tune_once(architecture: str, trials_per_task: int, threads: int, candidates_per_process: int) -> dict:
     """Tune ``architecture`` from an empty database; returns the tuning record and the check."""
-    tuning.CANDIDATES_PER_BUILD_PROCESS = candidates_per_process
+    measuring.CANDIDATES_PER_BUILD_PROCESS = candidates_per_process
     cache_dir = Path(tempfile.mkdtemp(prefix="dlas-builder-bench-"))
     try:
         model = random_model(architecture)

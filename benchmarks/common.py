@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 
 from dlas_dse.registry import MODELS  # noqa: E402
-from dlas_dse.stack.hardware import cpu_model  # noqa: E402
+from dlas_dse.stack.devices import cpu_model  # noqa: E402
 from dlas_dse.stack.measurement import measure_latency  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"

@@ -25,7 +25,7 @@ from tvm import relax
 from common import ROOT, ResultsFile, succeeded
 from systems import IMAGES, build, variants
 
-from dlas_dse.stack.hardware import create_device  # noqa: E402
+from dlas_dse.stack.devices import create_device  # noqa: E402
 
 BUILTIN = "vm.builtin"
 

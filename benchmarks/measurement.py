@@ -37,7 +37,7 @@ from common import ROOT, ResultsFile, random_model, succeeded
 
 from dlas_dse.cache import ArtifactCache  # noqa: E402
 from dlas_dse.stack.compiler import BuildRequest, TVMExecutable, compile_model  # noqa: E402
-from dlas_dse.stack.hardware import create_device  # noqa: E402
+from dlas_dse.stack.devices import create_device  # noqa: E402
 from dlas_dse.stack.measurement import STATISTICS, local_counters, measure_latency  # noqa: E402
 
 ARTIFACTS = {"resnet18 direct": ("resnet18", "direct"), "resnet18 gemm": ("resnet18", "gemm"),

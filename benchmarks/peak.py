@@ -22,7 +22,7 @@ from common import ROOT, ResultsFile, interleaved_ms, random_model
 
 from dlas_dse.cache import ArtifactCache  # noqa: E402
 from dlas_dse.stack.compiler import BuildRequest, compile_model  # noqa: E402
-from dlas_dse.stack.hardware import create_device  # noqa: E402
+from dlas_dse.stack.devices import create_device  # noqa: E402
 from dlas_dse.stack.peak import measure_cpu_peak  # noqa: E402
 
 CACHE = ROOT / "results" / "benchmark-cache" / "peak"

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from dlas_dse.config import load_study  # noqa: E402
-from dlas_dse.stack.hardware import cpu_model  # noqa: E402
+from dlas_dse.stack.devices import cpu_model  # noqa: E402
 from dlas_dse.study.opening import open_storage  # noqa: E402
 from dlas_dse.trial import STAGES  # noqa: E402
 

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import fcntl
 import hashlib
+import importlib
 import inspect
 import json
 import logging
 import os
+import pkgutil
 import shutil
 import time
 from contextlib import contextmanager, suppress
@@ -40,6 +42,14 @@ def code_fingerprint(*modules: Any) -> str:
     for module in modules:
         digest.update(inspect.getsource(module).encode())
     return digest.hexdigest()[:16]
+
+
+def package_modules(name: str) -> list:
+    """The package ``name`` and every module in it (imported), in name order: for a fingerprint of
+    code that is imported lazily, so that the key never depends on what a process happened to load."""
+    package = importlib.import_module(name)
+    names = sorted(module.name for module in pkgutil.iter_modules(package.__path__))
+    return [package] + [importlib.import_module(f"{name}.{module}") for module in names]
 
 
 def content_key(inputs: Any) -> str:

@@ -215,8 +215,7 @@ def _grid(args: argparse.Namespace) -> int:
     from dlas_dse.grid import plan_grid
     from dlas_dse.registry import PreflightError
     from dlas_dse.analysis.report import describe_study
-    from dlas_dse.stack.hardware import create_device
-    from dlas_dse.study.loop import run_study
+    from dlas_dse.stack.devices import create_device
 
     overrides = {name: _choices(values) for name, values in (
         ("dataset.name", args.datasets), ("model.architecture", args.models), ("hardware.device", args.hardware))
@@ -234,6 +233,8 @@ def _grid(args: argparse.Namespace) -> int:
         raise PreflightError(f"the grid's platforms {', '.join(unreachable)} cannot be reached now (above: why); "
                              + (f"run the others with `grid --study {args.study} --hardware {reachable}`"
                                 if reachable else "bring them up first (python -m dlas_dse devices)"))
+    from dlas_dse.study.loop import run_study  # imports PyTorch and TVM: not for a dry run
+
     study = run_study(config, storage_url=args.storage, sampler="grid", progress=not args.no_progress)
     _confirm_front(config, study, args)
     print()
@@ -338,7 +339,7 @@ def _devices(args: argparse.Namespace) -> int:
     from dlas_dse.cache import ArtifactCache
     from dlas_dse.config import default_cache_dir
     from dlas_dse.registry import DEVICES
-    from dlas_dse.stack.hardware import catalogue_path, create_device
+    from dlas_dse.stack.devices import catalogue_path, create_device
 
     cache = ArtifactCache(default_cache_dir())
     print(f"hardware catalogue {catalogue_path()}")

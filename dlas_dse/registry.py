@@ -72,6 +72,9 @@ class Entry:
     preflight: Callable[[dict], None] | None = None
     """Optional cheap check, given a whole configuration's layers, run before a study starts
     (e.g. that a dataset's files exist); raises :class:`PreflightError`."""
+    traits: dict[str, Any] = field(default_factory=dict)
+    """What generic code needs to know of the entry (e.g. a compression's weight ``bits``), declared
+    beside it so that rules, descriptors and plans derive from it instead of restating it."""
 
 
 class PreflightError(Exception):
@@ -98,27 +101,49 @@ class Registry:
         self.layer = layer
         self.selector = selector
         self.common = dict(common or {})
-        self.rules: list[Rule] = []
-        """Combinations across layers this layer cannot run; every search space excludes them."""
+        self._rules: list[Rule] = []
         self.preflight: Callable[[dict], None] | None = None
         """Check of the layer's common parameters before a study starts (like Entry.preflight)."""
         self._entries: dict[str, Entry] = {}
+        self._loader: Callable[[Registry], None] | None = None
+        """Fills the registry from a file (the hardware catalogue) when it is first read, not at import."""
+
+    def load_on_first_read(self, loader: Callable[["Registry"], None]) -> None:
+        """Fill the registry with ``loader(registry)`` when it is first read (names, entries, rules)."""
+        self._loader = loader
+
+    def _load(self) -> None:
+        loader, self._loader = self._loader, None
+        if loader is not None:
+            loader(self)
+
+    @property
+    def rules(self) -> list[Rule]:
+        """Combinations across layers this layer cannot run; every search space excludes them."""
+        self._load()
+        return self._rules
+
+    @rules.setter
+    def rules(self, rules: list[Rule]) -> None:
+        self._rules = rules
 
     def register(self, name: str, *, preflight: Callable[[dict], None] | None = None,
-                 **params: Param) -> Callable[[Callable], Callable]:
-        """Decorator adding ``function`` under ``name`` with its own parameters; ``preflight``
-        (called with every layer's parameters) checks before a study starts that it can run."""
+                 traits: dict[str, Any] | None = None, **params: Param) -> Callable[[Callable], Callable]:
+        """Decorator adding ``function`` under ``name`` with its own parameters and ``traits``;
+        ``preflight`` (called with every layer's parameters) checks before a study starts that it
+        can run."""
 
         def decorate(function: Callable) -> Callable:
             if name in self._entries:
                 raise ValueError(f"{self.layer} {name!r} is registered twice")
-            self._entries[name] = Entry(name, function, params, preflight)
+            self._entries[name] = Entry(name, function, params, preflight, dict(traits or {}))
             return function
 
         return decorate
 
     def get(self, name: str) -> Entry:
         """The entry registered as ``name``; raises :class:`UnknownEntryError` listing the others."""
+        self._load()
         try:
             return self._entries[name]
         except KeyError:
@@ -126,12 +151,17 @@ class Registry:
 
     def names(self) -> list[str]:
         """Registered names, in registration order."""
+        self._load()
         return list(self._entries)
+
+    def trait(self, name: str, trait: str, default: Any = None) -> Any:
+        """The entry ``name``'s declared ``trait`` (``default`` where it declares none)."""
+        return self.get(name).traits.get(trait, default)
 
     def parameters(self) -> dict[str, Param]:
         """Every parameter the layer accepts: the selector, common ones and all entries' own."""
-        schema = {self.selector: Param(str, default=self.names()[0] if self._entries else None,
-                                       choices=tuple(self.names()))}
+        names = self.names()
+        schema = {self.selector: Param(str, default=names[0] if names else None, choices=tuple(names))}
         schema.update(self.common)
         for entry in self._entries.values():
             schema.update(entry.params)
@@ -139,6 +169,7 @@ class Registry:
 
     def owners(self, param: str) -> list[str]:
         """Entries that declare ``param`` as their own (empty for the selector and common ones)."""
+        self._load()
         return [e.name for e in self._entries.values() if param in e.params]
 
 

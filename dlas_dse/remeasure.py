@@ -31,7 +31,7 @@ from dlas_dse.config import StudyConfig
 from dlas_dse.space import nest
 from dlas_dse.stack.compiler import Executable
 from dlas_dse.stack.datasets import load_dataset
-from dlas_dse.stack.hardware import Device, create_device
+from dlas_dse.stack.devices import Device, create_device
 from dlas_dse.stack.measurement import measure_latency
 from dlas_dse.trial import rebuild_latency_executable
 

@@ -35,7 +35,7 @@ from dlas_dse.stack.compiler import (Build, BuildRequest, Executable, compile_mo
                                      reference_model)
 from dlas_dse.stack.compression import Compressed, compress
 from dlas_dse.stack.datasets import Dataset, load_dataset
-from dlas_dse.stack.hardware import Device, create_device
+from dlas_dse.stack.devices import Device, create_device
 from dlas_dse.stack.measurement import measure_latency
 from dlas_dse.stack.models import count_parameters, trained_model
 from dlas_dse.stack.tuning import TuningAllowance

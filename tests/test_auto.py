@@ -14,7 +14,7 @@ from dlas_dse.cache import ArtifactCache
 from dlas_dse.registry import MODELS
 from dlas_dse.stack.algorithms import auto
 from dlas_dse.stack.compiler import BuildRequest, compile_model
-from dlas_dse.stack.hardware import create_device
+from dlas_dse.stack.devices import create_device
 from dlas_dse.trial import check_against_pytorch
 
 UNTUNED = {"compiler": "tvm", "tuning": "untuned", "trials_per_task": 16, "max_trials": 0, "tuning_timeout_s": 0.0}

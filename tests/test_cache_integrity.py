@@ -21,9 +21,9 @@ from dlas_dse.config import settings_with_defaults
 from dlas_dse.stack.compiler import BuildRequest, compile_model
 from dlas_dse.stack.compression import compress
 from dlas_dse.stack.datasets import load_dataset
-from dlas_dse.stack.hardware import create_device
+from dlas_dse.stack.devices import create_device
 from dlas_dse.stack.models import trained_model
-from dlas_dse.stack.tuning import TuningDatabase
+from dlas_dse.stack.tuning.database import TuningDatabase
 from dlas_dse.trial import run_trial
 
 DIGITS = {"name": "digits", "image_size": 32, "val_fraction": 0.95, "split_seed": 0}  # a small training split

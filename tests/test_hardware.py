@@ -26,7 +26,7 @@ from dlas_dse.stack.algorithms.schedule import vector_bits
 from dlas_dse.stack.compiler import BuildRequest, compile_model, fold_batchnorm, to_relax
 from dlas_dse.stack.compression import calibrate_input_scales
 from dlas_dse.stack.cpu_features import host_features
-from dlas_dse.stack.hardware import create_device, cuda_status, load_catalogue
+from dlas_dse.stack.devices import create_device, cuda_status, load_catalogue
 from dlas_dse.stack.precision import PRECISIONS
 from dlas_dse.stack.remote import free_port
 
@@ -39,7 +39,7 @@ UNTUNED = {"compiler": "tvm", "tuning": "untuned", "trials_per_task": 1, "max_tr
 
 
 @pytest.mark.parametrize("entry, field, words", [
-    ("board: {kind: fpga, description: x}", "devices.board.kind", ["unknown kind 'fpga'", "local-cpu, cuda, rpc"]),
+    ("board: {kind: fpga, description: x}", "devices.board.kind", ["unknown kind 'fpga'", "allowed: cuda, local-cpu, rpc"]),
     ("board: {kind: rpc, target: {kind: llvm}}", "devices.board.tracker", ["required for kind rpc"]),
     ("board: {kind: rpc, target: {kind: llvm}, tracker: nowhere}", "devices.board.tracker", ["host:port"]),
     ("board: {kind: local-cpu, tracker: '1.2.3.4:9190'}", "devices.board.tracker",
@@ -91,7 +91,7 @@ def test_unreachable_tracker_stops_before_any_work_and_says_what_to_do(project, 
 
 THREAD_COUNTS = textwrap.dedent("""\
     import sys, tvm
-    from dlas_dse.stack.hardware import create_device
+    from dlas_dse.stack.devices import create_device
     for threads in map(int, sys.argv[1:]):
         create_device({"device": "host-cpu", "threads": threads}).configure_runtime()
         print(tvm.get_global_func("runtime.NumThreads")())

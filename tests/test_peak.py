@@ -72,7 +72,7 @@ FAST_KERNELS = textwrap.dedent("""\
     import numpy as np, threadpoolctl, time, torch
     from dlas_dse.cache import ArtifactCache
     from dlas_dse.stack.compiler import BuildRequest, compile_model
-    from dlas_dse.stack.hardware import create_device
+    from dlas_dse.stack.devices import create_device
     from dlas_dse.stack.peak import measure_cpu_peak
 
     threads = int(sys.argv[1])

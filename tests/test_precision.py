@@ -13,7 +13,7 @@ from dlas_dse.stack.algorithms import build_pipeline
 from dlas_dse.stack.compiler import deployed_bytes, fold_batchnorm, reference_model, to_relax
 from dlas_dse.stack.compression import calibrate_input_scales
 from dlas_dse.stack.datasets import load_dataset
-from dlas_dse.stack.hardware import create_device
+from dlas_dse.stack.devices import create_device
 from dlas_dse.stack.models import build_model
 from dlas_dse.stack.precision import PRECISIONS, Int8Reference
 

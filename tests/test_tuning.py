@@ -21,8 +21,11 @@ from dlas_dse.config import load_study
 from dlas_dse.stack.algorithms import apply_algorithm
 from dlas_dse.stack.algorithms.schedule import fuse_operators
 from dlas_dse.stack.compiler import BuildRequest, compile_model, to_relax
-from dlas_dse.stack.hardware import create_device
-from dlas_dse.stack.tuning import PooledBuilder, TuningAllowance, TuningDatabase, choose_side_by_side
+from dlas_dse.stack.devices import create_device
+from dlas_dse.stack.tuning import TuningAllowance
+from dlas_dse.stack.tuning.choice import choose_side_by_side
+from dlas_dse.stack.tuning.database import TuningDatabase
+from dlas_dse.stack.tuning.measuring import PooledBuilder
 
 TUNED = {"compiler": "tvm", "tuning": "metaschedule", "trials_per_task": 1, "max_trials": 0, "tuning_timeout_s": 0.0}
 

@@ -12,7 +12,7 @@ import torch
 
 from dlas_dse.cache import ArtifactCache
 from dlas_dse.stack.compiler import BuildRequest, compile_model, float64_reference, reference_model
-from dlas_dse.stack.hardware import create_device
+from dlas_dse.stack.devices import create_device
 from dlas_dse.trial import CorrectnessError, check_against_pytorch
 
 OFFSET = 1e5

@@ -16,22 +16,27 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
-import torch.nn as nn
-import tvm
-from torch.fx.experimental.optimization import fuse
-from tvm import relax
-from tvm.relax.frontend.torch import from_exported_program
 
-from dlas_dse.cache import ArtifactCache, code_fingerprint
+from dlas_dse.cache import ArtifactCache, code_fingerprint, package_modules
+from dlas_dse.lazy import lazy_import
 from dlas_dse.registry import COMPILERS, Param
-from dlas_dse.stack.algorithms import KernelTimes, apply_algorithm, build_pipeline, layer4_modules
-from dlas_dse.stack.datasets import Dataset
-from dlas_dse.stack.hardware import Device
+from dlas_dse.stack.algorithms.auto import KernelTimes, layer4_modules
+from dlas_dse.stack.algorithms.schedule import build_pipeline
+from dlas_dse.stack.devices import Device
 from dlas_dse.stack.measurement import CpuTimes, local_counters
-from dlas_dse.stack.precision import PRECISIONS
 from dlas_dse.stack.relax_util import visit_functions
-from dlas_dse.stack.tuning import TuningBudget, TuningDatabase, tune
+from dlas_dse.stack.tuning.allowance import TuningBudget
+from dlas_dse.stack.tuning.database import TuningDatabase
+
+torch = lazy_import("torch")
+nn = lazy_import("torch.nn")
+tvm = lazy_import("tvm")
+fx_optimization = lazy_import("torch.fx.experimental.optimization")
+relax = lazy_import("tvm.relax")
+torch_frontend = lazy_import("tvm.relax.frontend.torch")
+precisions = lazy_import("dlas_dse.stack.precision")
+rewrite = lazy_import("dlas_dse.stack.algorithms.rewrite")
+tuning_search = lazy_import("dlas_dse.stack.tuning.search")
 
 
 class Executable(ABC):
@@ -151,7 +156,7 @@ class TVMExecutable(Executable):
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
     """Fold every BatchNorm into the preceding convolution (inference only)."""
-    return fuse(model.eval())
+    return fx_optimization.fuse(model.eval())
 
 
 def to_relax(model: nn.Module, input_shape: tuple[int, ...]) -> tvm.IRModule:
@@ -160,7 +165,7 @@ def to_relax(model: nn.Module, input_shape: tuple[int, ...]) -> tvm.IRModule:
     example = torch.zeros(input_shape, dtype=next(model.parameters()).dtype)
     with torch.no_grad():
         program = torch.export.export(fold_batchnorm(model), (example,))
-    return from_exported_program(program, keep_params_as_input=False, unwrap_unit_return_tuple=True)
+    return torch_frontend.from_exported_program(program, keep_params_as_input=False, unwrap_unit_return_tuple=True)
 
 
 def deployed_bytes(mod: tvm.IRModule) -> int:
@@ -210,7 +215,7 @@ def _schedule(mod: tvm.IRModule, request: BuildRequest, cache: ArtifactCache) ->
         return build_pipeline(target, scheduled=default_scheduled), {"default_scheduled": default_scheduled}
     if request.tune:
         budget = TuningBudget(software["trials_per_task"], software["max_trials"], software["tuning_timeout_s"])
-        database, record = tune(mod, request.device, cache, budget)
+        database, record = tuning_search.tune(mod, request.device, cache, budget)
     else:
         database, record = TuningDatabase(cache, target, request.device.threads).open(), {"tuned_tasks": 0, "note": "database only"}
     return build_pipeline(target, database, default_scheduled), {**record, "default_scheduled": default_scheduled}
@@ -231,8 +236,8 @@ def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> Build:
               "tune": request.tune and request.software["tuning"] != "untuned",  # untuned: one build either way
               "algorithm": request.algorithm, "software": request.software,
               "target": request.device.target, "tvm": tvm.__version__,
-              "code": code_fingerprint(sys.modules[__name__], sys.modules[PRECISIONS["int8"].lower.__module__],
-                                       sys.modules[visit_functions.__module__], sys.modules[tune.__module__],
+              "code": code_fingerprint(sys.modules[__name__], sys.modules[precisions.PRECISIONS["int8"].lower.__module__],
+                                       sys.modules[visit_functions.__module__], *package_modules("dlas_dse.stack.tuning"),
                                        *layer4_modules())}
 
     def create(directory: Path) -> dict:
@@ -240,8 +245,8 @@ def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> Build:
         mod = to_relax(folded, (request.batch_size, *request.image_shape))
         profile = {"macs": count_macs(mod) // request.batch_size,
                    "input_dtype": str(next(request.model.parameters()).dtype).replace("torch.", "")}
-        mod, precision_record = PRECISIONS[request.precision].lower(mod, folded, request.calibration or {})
-        mod, algorithm_record = apply_algorithm(mod, request.algorithm, request.device.tvm_target(),
+        mod, precision_record = precisions.PRECISIONS[request.precision].lower(mod, folded, request.calibration or {})
+        mod, algorithm_record = rewrite.apply_algorithm(mod, request.algorithm, request.device.tvm_target(),
                                                 KernelTimes(request.device, cache))
         profile["deployed_bytes"] = deployed_bytes(mod)  # as deployed: CSR arrays, winograd-transformed weights
         pipeline, tuning = _schedule(mod, request, cache)
@@ -264,7 +269,7 @@ def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> Build:
 
 def reference_model(model: nn.Module, precision: str, calibration: dict | None) -> nn.Module:
     """The PyTorch model a compiled artifact of ``model`` at ``precision`` must reproduce."""
-    return PRECISIONS[precision].reference(fold_batchnorm(model), calibration or {}).eval()
+    return precisions.PRECISIONS[precision].reference(fold_batchnorm(model), calibration or {}).eval()
 
 
 def float64_reference(model: nn.Module, precision: str) -> nn.Module | None:

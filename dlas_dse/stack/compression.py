@@ -17,16 +17,18 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.utils.prune as prune
 
 from dlas_dse.cache import ArtifactCache, code_fingerprint
+from dlas_dse.lazy import lazy_import
 from dlas_dse.registry import COMPRESSIONS, Param
 from dlas_dse.stack.datasets import Dataset
 from dlas_dse.stack.models import count_parameters, train
 
-FineTune = Callable[[nn.Module], dict] | None
+torch = lazy_import("torch")
+nn = lazy_import("torch.nn")
+prune = lazy_import("torch.nn.utils.prune")
+
+FineTune = Callable[["nn.Module"], dict] | None
 
 FINE_TUNING = {
     "finetune_epochs": Param(int, default=1, low=0, high=100, help="fine-tuning epochs after compressing"),
@@ -80,7 +82,7 @@ def global_magnitude_masks(weights: list[torch.Tensor], target: float, layer_cap
 
 
 @COMPRESSIONS.register(
-    "weight_pruning", **FINE_TUNING,
+    "weight_pruning", **FINE_TUNING, traits={"zeroed_weights": "sparsity"},
     sparsity=Param(float, default=0.5, low=0.01, high=0.99, help="share of conv/linear weights set to zero"),
     max_layer_sparsity=Param(float, default=0.95, low=0.01, high=0.999,
                              help="no layer loses more than this share (raised to sparsity if below it)"))
@@ -102,7 +104,7 @@ def _classifiers(model: nn.Module, num_classes: int) -> list[nn.Module]:
 
 
 @COMPRESSIONS.register(
-    "channel_pruning", **FINE_TUNING,
+    "channel_pruning", **FINE_TUNING, traits={"removed_channels": "ratio"},
     ratio=Param(float, default=0.25, low=0.01, high=0.9, help="share of channels removed from each layer"))
 def channel_pruning(model: nn.Module, dataset: Dataset, params: dict, fine_tune: FineTune) -> tuple[nn.Module, dict]:
     """Structured L1-norm channel pruning with torch-pruning's dependency graph (residual and
@@ -120,7 +122,7 @@ def channel_pruning(model: nn.Module, dataset: Dataset, params: dict, fine_tune:
                    "parameters_after": count_parameters(model)}
 
 
-@COMPRESSIONS.register("fp16")
+@COMPRESSIONS.register("fp16", traits={"weight_bits": 16})
 def fp16(model: nn.Module, dataset: Dataset, params: dict, fine_tune: FineTune) -> tuple[nn.Module, dict]:
     """Weights and activations in float16: the compiler lowers the deployed module to half precision;
     it is checked against the fp32 PyTorch model within 5% of the largest logit."""
@@ -146,7 +148,7 @@ def calibrate_input_scales(model: nn.Module, images: torch.Tensor, batch_size: i
 
 
 @COMPRESSIONS.register(
-    "int8", calibration_images=Param(int, default=512, low=1, high=100000,
+    "int8", traits={"weight_bits": 8}, calibration_images=Param(int, default=512, low=1, high=100000,
                                      help="training images whose activation ranges set the input scales"))
 def int8(model: nn.Module, dataset: Dataset, params: dict, fine_tune: FineTune) -> tuple[nn.Module, dict]:
     """Post-training int8 quantisation: per-channel symmetric weights, per-tensor activations

@@ -4,14 +4,25 @@ Several catalogue devices may run on this one CPU with different targets (``-mcp
 ``haswell``: AVX2 without AVX-512 or VNNI, ...). A target is usable here only if this CPU executes
 every vector instruction set the target lets LLVM emit; otherwise the first kernel dies with an
 illegal instruction, so the device says "not reachable" instead.
+
+LLVM's answers (this CPU's ``-mcpu``, a target's features) are kept per CPU and TVM version in
+``~/.cache/dlas-dse/llvm-cpu.json``, so that planning a grid or listing devices need not import TVM.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
+import importlib.metadata
+import json
+import os
 import platform
+from pathlib import Path
 
-import tvm
+from dlas_dse.lazy import lazy_import
+
+tvm = lazy_import("tvm")
+
 
 VECTOR_FAMILIES = ("sse", "ssse", "avx", "fma", "f16c", "amx", "neon", "sve", "dotprod", "i8mm", "fullfp16")
 """LLVM feature-name stems of the vector instruction sets (the rest are scheduling hints such as
@@ -19,6 +30,34 @@ VECTOR_FAMILIES = ("sse", "ssse", "avx", "fma", "f16c", "amx", "neon", "sve", "d
 CPUINFO_ALIASES = {"pni": "sse3", "asimd": "neon", "asimddp": "dotprod", "asimdhp": "fullfp16"}
 """/proc/cpuinfo flags whose LLVM feature has another name."""
 ARCHITECTURES = {"x86_64": "x86_64", "amd64": "x86_64", "aarch64": "aarch64", "arm64": "aarch64"}
+LLVM_ANSWERS = Path.home() / ".cache" / "dlas-dse" / "llvm-cpu.json"
+
+
+def _remembered(question: str, ask) -> object:
+    """LLVM's answer to ``question`` on this CPU and TVM version: from :data:`LLVM_ANSWERS`, else
+    ``ask()`` (which imports TVM), then kept there."""
+    identity = json.dumps([cpuinfo_line("model name"), cpuinfo_line("flags", "Features"),
+                           importlib.metadata.version("apache-tvm")])
+    key = hashlib.sha256(f"{identity} {question}".encode()).hexdigest()[:32]
+    try:
+        answers = json.loads(LLVM_ANSWERS.read_text())
+    except (OSError, ValueError):
+        answers = {}
+    if key not in answers:
+        answers[key] = ask()
+        try:
+            LLVM_ANSWERS.parent.mkdir(parents=True, exist_ok=True)
+            temporary = LLVM_ANSWERS.with_suffix(f".{os.getpid()}.tmp")
+            temporary.write_text(json.dumps(answers))
+            temporary.replace(LLVM_ANSWERS)
+        except OSError:
+            pass  # a read-only home: ask again next time
+    return answers[key]
+
+
+def system_cpu() -> str:
+    """LLVM's name of this CPU model (its ``-mcpu``, e.g. ``emeraldrapids``)."""
+    return _remembered("system cpu", lambda: str(tvm.target.codegen.llvm_get_system_cpu()))
 
 
 def vector_features(features: set[str]) -> set[str]:
@@ -29,25 +68,32 @@ def vector_features(features: set[str]) -> set[str]:
 
 def target_features(target: dict) -> set[str]:
     """The vector instruction-set features LLVM may use for ``target`` (its ``-mcpu`` and ``-mattr``)."""
-    return vector_features(set(tvm.target.codegen.llvm_get_cpu_features(tvm.target.Target(target))))
+    features = _remembered(f"features {json.dumps(target, sort_keys=True)}", lambda: sorted(
+        str(name) for name in tvm.target.codegen.llvm_get_cpu_features(tvm.target.Target(target))))
+    return vector_features(set(features))
 
 
 @functools.cache
 def host_features() -> frozenset[str]:
     """This CPU's vector instruction sets: what LLVM knows of the detected CPU model, together with
     the flags the kernel reports (a model LLVM does not know yet may have more than its guess)."""
-    detected = {"kind": "llvm", "mcpu": str(tvm.target.codegen.llvm_get_system_cpu())}
+    detected = {"kind": "llvm", "mcpu": system_cpu()}
     return frozenset(target_features(detected) | vector_features(_cpuinfo_flags()))
+
+
+def cpuinfo_line(*names: str) -> str:
+    """The value of the first /proc/cpuinfo line named one of ``names`` ('' if none)."""
+    try:
+        with open("/proc/cpuinfo") as cpuinfo:
+            line = next((line for line in cpuinfo if line.startswith(names)), "")
+    except OSError:
+        return ""
+    return line.partition(":")[2].strip()
 
 
 def _cpuinfo_flags() -> set[str]:
     """The kernel's CPU flags in LLVM's spelling (``avx512_vnni`` -> ``avx512vnni``, ``sse4_1`` -> ``sse4.1``)."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            line = next((line for line in cpuinfo if line.startswith(("flags", "Features"))), "")
-    except OSError:
-        return set()
-    flags = line.partition(":")[2].split()
+    flags = cpuinfo_line("flags", "Features").split()
     return {CPUINFO_ALIASES.get(flag, flag.replace("sse4_", "sse4.").replace("_", "")) for flag in flags}
 
 

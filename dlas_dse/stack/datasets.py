@@ -12,12 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from sklearn.datasets import load_digits
-from sklearn.model_selection import train_test_split
 
+from dlas_dse.lazy import lazy_import
 from dlas_dse.registry import DATASETS, Param, PreflightError
+
+torch = lazy_import("torch")
+F = lazy_import("torch.nn.functional")
+sklearn_datasets = lazy_import("sklearn.datasets")
+model_selection = lazy_import("sklearn.model_selection")
 
 DATA_DIR_VARIABLE = "DLAS_DATA_DIR"
 CIFAR10_FOLDER = "cifar-10-batches-py"
@@ -63,7 +65,7 @@ def stratified_subset(labels: np.ndarray, size: int | None, seed: int) -> np.nda
         return np.arange(len(labels))
     counts = np.bincount(labels)
     stratify = labels if counts[counts > 0].min() >= 2 and size >= len(counts) else None
-    index, _ = train_test_split(np.arange(len(labels)), train_size=size, random_state=seed, stratify=stratify)
+    index, _ = model_selection.train_test_split(np.arange(len(labels)), train_size=size, random_state=seed, stratify=stratify)
     return np.sort(index)
 
 
@@ -85,12 +87,12 @@ def _normalise(images: np.ndarray, mean: tuple, std: tuple) -> np.ndarray:
     val_fraction=Param(float, default=0.2, low=0.05, high=0.5, help="share held out for validation"))
 def digits(params: dict) -> Dataset:
     """scikit-learn's bundled handwritten digits (1,797 real 8x8 images, 10 classes), resized to RGB."""
-    bunch = load_digits()
+    bunch = sklearn_datasets.load_digits()
     images = torch.from_numpy(bunch.images.astype(np.float32) / 16.0).unsqueeze(1)
     size = params["image_size"]
     images = F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False)
     images = images.repeat(1, 3, 1, 1).numpy()
-    train_x, val_x, train_y, val_y = train_test_split(
+    train_x, val_x, train_y, val_y = model_selection.train_test_split(
         images, bunch.target, test_size=params["val_fraction"], random_state=params["split_seed"],
         stratify=bunch.target)
     mean, std = train_x.mean(axis=(0, 2, 3)), train_x.std(axis=(0, 2, 3)) + 1e-6

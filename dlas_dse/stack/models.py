@@ -10,13 +10,14 @@ import sys
 import time
 from pathlib import Path
 
-import torch
-import torch.nn as nn
-import torchvision
-
 from dlas_dse.cache import ArtifactCache, code_fingerprint
+from dlas_dse.lazy import lazy_import
 from dlas_dse.registry import MODELS, PreflightError
 from dlas_dse.stack.datasets import Dataset
+
+torch = lazy_import("torch")
+nn = lazy_import("torch.nn")
+torchvision = lazy_import("torchvision")
 
 SMALL_INPUT = 64
 """Inputs up to this side get the CIFAR-style stem (no early downsampling)."""

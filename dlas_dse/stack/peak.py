@@ -21,12 +21,15 @@ from contextlib import contextmanager
 from typing import Iterator
 
 import numpy as np
-import tvm
-from tvm.script import tirx as T
 
 from dlas_dse.cache import ArtifactCache, code_fingerprint
+from dlas_dse.lazy import lazy_import
 from dlas_dse.stack.algorithms.schedule import lanes, vector_bits
+from dlas_dse.stack.cpu_features import system_cpu
 from dlas_dse.stack.measurement import set_runtime_threads
+
+tvm = lazy_import("tvm")
+T = lazy_import("tvm.script.tirx")
 
 KERNEL = "fma_peak"
 ITERATIONS = 1 << 18
@@ -43,7 +46,7 @@ per cent in ``ITERATIONS`` steps, far from overflow and from denormals."""
 
 def host_target() -> dict:
     """This machine's LLVM target (the detected ``-mcpu``)."""
-    return {"kind": "llvm", "mcpu": str(tvm.target.codegen.llvm_get_system_cpu())}
+    return {"kind": "llvm", "mcpu": system_cpu()}
 
 
 def vector_registers(target: tvm.target.Target) -> int:

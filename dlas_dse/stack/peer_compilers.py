@@ -14,19 +14,21 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-import onnx
-import onnxruntime
-import onnxscript
-import torch
-import torch.nn as nn
-from onnxruntime import quantization
 
 from dlas_dse.cache import ArtifactCache, code_fingerprint
+from dlas_dse.lazy import lazy_import
 from dlas_dse.registry import COMPILERS, Rule
 from dlas_dse.stack.compiler import Build, BuildRequest, Executable, count_macs, fold_batchnorm, to_relax
 from dlas_dse.stack.relax_util import visit_functions
 
-FLOAT_DTYPES = {"float32": torch.float32, "float16": torch.float16}
+onnx = lazy_import("onnx")
+onnxruntime = lazy_import("onnxruntime")
+onnxscript = lazy_import("onnxscript")
+quantization = lazy_import("onnxruntime.quantization")
+torch = lazy_import("torch")
+nn = lazy_import("torch.nn")
+
+FLOAT_DTYPES = ("float32", "float16")
 """Precisions deployed as the model's own dtype (int8: ONNX Runtime quantises the float32 model)."""
 
 ORT_INT8_TOLERANCE = 0.3
@@ -72,7 +74,7 @@ def _time(call: Callable[[], object], count: int) -> list[float]:
 
 def _folded(request: BuildRequest) -> nn.Module:
     """The BatchNorm-folded model in its precision's dtype (float32 for int8, quantised later)."""
-    return fold_batchnorm(request.model).to(FLOAT_DTYPES.get(request.precision, torch.float32))
+    return fold_batchnorm(request.model).to(getattr(torch, request.precision if request.precision in FLOAT_DTYPES else "float32"))
 
 
 def _build(request: BuildRequest, cache: ArtifactCache, versions: dict,
@@ -153,9 +155,10 @@ class OnnxRuntimeExecutable(Executable):
         return _time(lambda: self._session.run(None, feed), count)
 
 
-class _CalibrationImages(quantization.CalibrationDataReader):
-    """``images`` in batches of ``batch_size``; the last one wraps around to the first images, so
-    that every tensor's min/max (what MinMax calibration keeps) is the same at any batch size."""
+class _CalibrationImages:
+    """ONNX Runtime's calibration data (its reader protocol is ``get_next``): ``images`` in batches
+    of ``batch_size``; the last one wraps around to the first images, so that every tensor's
+    min/max (what MinMax calibration keeps) is the same at any batch size."""
 
     def __init__(self, input_name: str, images: np.ndarray, batch_size: int):
         self._batches = iter([{input_name: images[np.arange(start, start + batch_size) % len(images)]}

@@ -11,14 +11,17 @@ from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
-import torch
-import torch.nn as nn
-import torch.nn.functional as F
-import tvm
-from tvm import relax
+
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from dlas_dse.lazy import lazy_import
 from dlas_dse.stack.relax_util import is_op, rewrite_functions
+
+torch = lazy_import("torch")
+nn = lazy_import("torch.nn")
+F = lazy_import("torch.nn.functional")
+tvm = lazy_import("tvm")
+relax = lazy_import("tvm.relax")
 
 INT8_MAX = 127
 

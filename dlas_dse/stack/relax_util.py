@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-import tvm
-from tvm import relax
-from tvm.relax.expr_functor import PyExprMutator
+from dlas_dse.lazy import lazy_import
+
+tvm = lazy_import("tvm")
+relax = lazy_import("tvm.relax")
 
 
 def is_op(expr: relax.Expr, name: str) -> bool:
@@ -21,7 +22,7 @@ def visit_functions(mod: tvm.IRModule, visit: Callable[[relax.Expr], None]) -> N
             relax.analysis.post_order_visit(function, visit)
 
 
-def rewrite_functions(mod: tvm.IRModule, rewriter: PyExprMutator) -> tvm.IRModule:
+def rewrite_functions(mod: tvm.IRModule, rewriter: relax.expr_functor.PyExprMutator) -> tvm.IRModule:
     """``mod`` with every Relax function passed through ``rewriter`` (PrimFuncs the rewriter adds
     through its block builder included)."""
     for global_var, function in mod.functions.items():

@@ -19,11 +19,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
 
-import tvm
-from tvm import rpc
-
 from dlas_dse.files import ConfigError
+from dlas_dse.lazy import lazy_import
 from dlas_dse.stack.measurement import CpuTimes, set_runtime_threads
+
+tvm = lazy_import("tvm")
+rpc = lazy_import("tvm.rpc")
 
 TRACKER_VARIABLE = "DLAS_RPC_TRACKER"
 """``host:port`` of the tracker, overriding every catalogue entry's ``tracker``."""

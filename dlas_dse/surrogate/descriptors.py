@@ -15,8 +15,6 @@ from dlas_dse.registry import COMPRESSIONS, MODELS
 from dlas_dse.space import Config, nest
 from dlas_dse.stack.datasets import input_geometry
 
-BITS = {"int8": 8, "fp16": 16}
-"""Bits per deployed weight of the compressions that change precision (others: 32)."""
 
 
 @functools.lru_cache(maxsize=None)
@@ -43,12 +41,12 @@ def architecture_profile(architecture: str, side: int, classes: int) -> dict:
     return {**counts, "parameters": sum(p.numel() for p in model.parameters())}
 
 
-def _compression_param(compression: dict, technique: str, name: str) -> float | None:
-    """``name`` of the compression layer when ``technique`` is the one chosen (its default if the
-    configuration leaves it out); None when another technique is chosen."""
-    if compression.get("technique", "none") != technique:
-        return None
-    return compression.get(name, COMPRESSIONS.get(technique).params[name].default)
+def _share(compression: dict, trait: str) -> float:
+    """The value of the parameter that the chosen technique declares as its ``trait`` (its default
+    where the configuration leaves it out); 0 when the technique declares no such trait."""
+    entry = COMPRESSIONS.get(compression.get("technique", "none"))
+    name = entry.traits.get(trait)
+    return 0.0 if name is None else compression.get(name, entry.params[name].default)
 
 
 def model_descriptors(config: Config) -> dict:
@@ -58,11 +56,11 @@ def model_descriptors(config: Config) -> dict:
     side, classes = input_geometry(layers["dataset"])
     profile = architecture_profile(layers["model"]["architecture"], side, classes)
     compression = layers.get("compression", {})
-    sparsity = _compression_param(compression, "weight_pruning", "sparsity") or 0.0
-    removed = _compression_param(compression, "channel_pruning", "ratio") or 0.0
+    sparsity = _share(compression, "zeroed_weights")
+    removed = _share(compression, "removed_channels")
     kept = (1.0 - removed) ** 2  # channels leave both the inputs and the outputs of each layer
     sparse = layers.get("algorithm", {}).get("format") == "sparse"
-    bits = BITS.get(compression.get("technique"), 32)
+    bits = COMPRESSIONS.trait(compression.get("technique", "none"), "weight_bits", 32)
     macs = profile["macs"] * kept
     parameters = profile["parameters"] * kept
     return {"input_side": side, "classes": classes, "convs": profile["convs"],
@@ -75,7 +73,7 @@ def model_descriptors(config: Config) -> dict:
 @functools.lru_cache(maxsize=None)
 def _device_descriptors(device: str, threads: int, cache_dir: str) -> dict:
     from dlas_dse.stack.algorithms.schedule import vector_bits
-    from dlas_dse.stack.hardware import create_device
+    from dlas_dse.stack.devices import create_device
 
     target = create_device({"device": device, "threads": threads})
     peak = target.peak(ArtifactCache(cache_dir), measure=False)

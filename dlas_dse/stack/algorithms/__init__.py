@@ -6,7 +6,6 @@ per convolution the one measured fastest on the trial's device."""
 from dlas_dse.registry import ALGORITHMS, Rule
 from dlas_dse.stack.algorithms import direct, gemm, spatial_pack, winograd  # noqa: F401  (registration order = default first)
 from dlas_dse.stack.algorithms.auto import KernelTimes, layer4_modules
-from dlas_dse.stack.algorithms.rewrite import apply_algorithm, convolutions
 from dlas_dse.stack.algorithms.schedule import build_pipeline
 
 ALGORITHMS.rules += [
@@ -18,3 +17,13 @@ ALGORITHMS.rules += [
 ]
 
 __all__ = ["apply_algorithm", "convolutions", "build_pipeline", "KernelTimes", "layer4_modules"]
+
+
+def __getattr__(name: str):
+    """The Relax rewrite (``apply_algorithm``, ``convolutions``) is imported on first use: its
+    mutator class needs TVM at import, and registering the algorithms must not."""
+    if name in ("apply_algorithm", "convolutions"):
+        from dlas_dse.stack.algorithms import rewrite
+
+        return getattr(rewrite, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -12,22 +12,23 @@ from __future__ import annotations
 
 import functools
 import json
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
-import tvm
-from tvm import relax
 
-from dlas_dse.cache import ArtifactCache, code_fingerprint
+from dlas_dse.cache import ArtifactCache, code_fingerprint, package_modules
+from dlas_dse.lazy import lazy_import
 from dlas_dse.registry import ALGORITHMS
 from dlas_dse.stack.algorithms.conv import ConvSpec, conv_module
 from dlas_dse.stack.algorithms.lowering import Lowering, NotApplicable
-from dlas_dse.stack.algorithms.rewrite import apply_algorithm
 from dlas_dse.stack.algorithms.schedule import build_pipeline
 from dlas_dse.stack.measurement import LatencyStats, measure_latency
+
+tvm = lazy_import("tvm")
+relax = lazy_import("tvm.relax")
+rewrite = lazy_import("dlas_dse.stack.algorithms.rewrite")
 
 ROUNDS = 3
 """Alternating rounds in which every candidate is timed (median of the rounds' figures)."""
@@ -39,10 +40,7 @@ window other processes disturbed is retimed, a few times at most)."""
 
 def layer4_modules() -> list:
     """The modules of layer 4 (their code is part of every build's and every kernel time's key)."""
-    package = sys.modules[__name__.rpartition(".")[0]]
-    prefix = package.__name__ + "."
-    return [package] + sorted((m for name, m in sys.modules.items() if name.startswith(prefix)),
-                              key=lambda m: m.__name__)
+    return package_modules(__name__.rpartition(".")[0])
 
 
 def candidates() -> list[str]:
@@ -99,7 +97,7 @@ class KernelTimes:
     def _measure(self, spec: ConvSpec, weight: np.ndarray, params: dict, directory: Path) -> dict:
         target, machines, skipped = self.device.tvm_target(), {}, {}
         for name in candidates():
-            mod, record = apply_algorithm(conv_module([spec], [weight]), {**params, "conv": name}, target)
+            mod, record = rewrite.apply_algorithm(conv_module([spec], [weight]), {**params, "conv": name}, target)
             used = record["convolutions"][0]
             if "fallback_reason" in used:
                 skipped[name] = used["fallback_reason"]

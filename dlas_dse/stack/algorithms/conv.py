@@ -6,8 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import tvm
-from tvm import relax, te
+
+from dlas_dse.lazy import lazy_import
+
+tvm = lazy_import("tvm")
+relax = lazy_import("tvm.relax")
+te = lazy_import("tvm.te")
 
 
 @dataclass(frozen=True)

@@ -6,14 +6,16 @@ output columns × a vector of output channels (NHWC), accumulated over the whole
 from __future__ import annotations
 
 import numpy as np
-from tvm import te
 
+from dlas_dse.lazy import lazy_import
 from dlas_dse.registry import ALGORITHMS
 from dlas_dse.stack.algorithms.conv import ConvSpec, accumulate, pad_input
 from dlas_dse.stack.algorithms.int8_dot import applies, dot_lowering, dot_product
 from dlas_dse.stack.algorithms.lowering import Lowering
 from dlas_dse.stack.algorithms.schedule import default_schedule, tile_reduction
 from dlas_dse.stack.algorithms.sparse import sparse_lowering
+
+te = lazy_import("tvm.te")
 
 
 def direct_compute(spec: ConvSpec):

@@ -17,18 +17,21 @@ Every form is exact integer arithmetic: the result is the int8 reference's, bit 
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
-import tvm
-from tvm import te
-from tvm.s_tir import TensorIntrin
-from tvm.script import tirx as T
 
+from dlas_dse.lazy import lazy_import
 from dlas_dse.stack.algorithms.conv import ConvSpec
 from dlas_dse.stack.algorithms.lowering import Lowering
 from dlas_dse.stack.algorithms.schedule import (ACCUMULATORS, default_schedule, inline_consumers, lanes,
                                               largest_divisor, vectorize_write_back)
+
+tvm = lazy_import("tvm")
+te = lazy_import("tvm.te")
+s_tir = lazy_import("tvm.s_tir")
+T = lazy_import("tvm.script.tirx")
 
 SCHEDULE = "int8_dot"
 INTRINSIC_KEY = "dlas.intrinsic"
@@ -112,16 +115,22 @@ DOT_PRODUCTS = (  # (target features, instruction, combine): the first whose fea
      _pmaddwd("llvm.x86.avx2.pmadd.wd")),
     (("dotprod",), DotProduct("neon_sdot", "dlas_dot_4x4_i8_sdot", 4, 4, "int8", "int8"), _sdot),
 )
-for _, _dot, _combine in DOT_PRODUCTS:
-    _shape = (_dot.lanes, _dot.group, _dot.data_dtype, _dot.weight_dtype)
-    TensorIntrin.register(_dot.intrinsic, _intrinsic_function(*_shape, None), _intrinsic_function(*_shape, _combine),
-                          override=True)
+
+
+@functools.cache
+def _register_intrinsics() -> None:
+    """Register every instruction's tensor intrinsic with TVM (once, before the first lookup)."""
+    for _, dot, combine in DOT_PRODUCTS:
+        shape = (dot.lanes, dot.group, dot.data_dtype, dot.weight_dtype)
+        s_tir.TensorIntrin.register(dot.intrinsic, _intrinsic_function(*shape, None),
+                                    _intrinsic_function(*shape, combine), override=True)
 
 
 def dot_product(target: tvm.target.Target | None) -> DotProduct | None:
     """The int8 dot-product instruction of an LLVM ``target`` (None: it has none, or no target)."""
     if target is None or target.kind.name != "llvm":
         return None
+    _register_intrinsics()
     for features, dot, _ in DOT_PRODUCTS:
         if all(tvm.target.codegen.target_has_features(feature, target) for feature in features):
             return dot
@@ -212,6 +221,7 @@ def schedule_int8_dot(sch, block, vector_bits: int) -> None:
     the unpacking (and the fused epilogue) written back per tile."""
     annotations = sch.get(block).annotations
     intrinsic = str(annotations[INTRINSIC_KEY])
+    _register_intrinsics()  # in a process that schedules without having looked the instruction up
     batch, out_block, row, column, lane, *reduction = sch.get_loops(block)
     columns = largest_divisor(int(sch.get(column).extent), ACCUMULATORS)
     blocks = largest_divisor(int(sch.get(out_block).extent), ACCUMULATORS // columns)

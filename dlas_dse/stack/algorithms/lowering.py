@@ -7,7 +7,10 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-from tvm import te
+
+from dlas_dse.lazy import lazy_import
+
+te = lazy_import("tvm.te")
 
 
 @dataclass

@@ -6,14 +6,17 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
-import tvm
-from tvm import relax
+
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
+from dlas_dse.lazy import lazy_import
 from dlas_dse.registry import ALGORITHMS
 from dlas_dse.stack.algorithms.conv import ConvSpec, spec_from_call, to_oihw
 from dlas_dse.stack.algorithms.lowering import Lowering, NotApplicable
 from dlas_dse.stack.relax_util import is_op, rewrite_functions, visit_functions
+
+tvm = lazy_import("tvm")
+relax = lazy_import("tvm.relax")
 
 FALLBACK = "direct"
 KERNEL_LAYOUTS = {"NCHW": "OIHW", "NHWC": "OHWI"}

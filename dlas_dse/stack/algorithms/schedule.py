@@ -14,10 +14,13 @@ import contextlib
 import math
 from typing import Callable
 
-import tvm
-from tvm import relax, s_tir
-from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
-from tvm.relax.backend.cuda import pipeline as cuda
+from dlas_dse.lazy import lazy_import
+
+tvm = lazy_import("tvm")
+relax = lazy_import("tvm.relax")
+s_tir = lazy_import("tvm.s_tir")
+cpu_generic = lazy_import("tvm.relax.backend.cpu_generic.pipeline")
+cuda = lazy_import("tvm.relax.backend.cuda.pipeline")
 
 SCHEDULE_KEY = "dlas.schedule"
 IS_SCHEDULED = "tirx.is_scheduled"
@@ -30,7 +33,7 @@ PARALLEL_GRAIN = 64
 """Outer iterations a parallel loop should have to keep every core busy."""
 
 
-Scheduler = Callable[[s_tir.Schedule, s_tir.schedule.SBlockRV, int], None]
+Scheduler = Callable[["s_tir.Schedule", "s_tir.schedule.SBlockRV", int], None]
 SCHEDULES: dict[str, Scheduler] = {}
 
 

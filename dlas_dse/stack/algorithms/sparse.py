@@ -16,13 +16,15 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import tvm
-from tvm import te
 
+from dlas_dse.lazy import lazy_import
 from dlas_dse.stack.algorithms.conv import ConvSpec, pad_input, reduction_indices
 from dlas_dse.stack.algorithms.lowering import Lowering, NotApplicable
 from dlas_dse.stack.algorithms.schedule import (ACCUMULATORS, default_schedule, inline_consumers,
                                                 largest_divisor, lanes, tile_reduction, vectorize_write_back)
+
+tvm = lazy_import("tvm")
+te = lazy_import("tvm.te")
 
 PACK_TILE = 128
 """Largest spatial tile of ``sparse_spatial_pack`` (the register tile of its product)."""

@@ -8,13 +8,15 @@ Default schedule: a register tile of ``spatial_tile`` output columns × a vector
 from __future__ import annotations
 
 import numpy as np
-from tvm import te
 
+from dlas_dse.lazy import lazy_import
 from dlas_dse.registry import ALGORITHMS, Param
 from dlas_dse.stack.algorithms.conv import ConvSpec, accumulate, pad_input
 from dlas_dse.stack.algorithms.lowering import Lowering, NotApplicable
 from dlas_dse.stack.algorithms.schedule import default_schedule, largest_divisor, tile_reduction
 from dlas_dse.stack.algorithms.sparse import sparse_lowering
+
+te = lazy_import("tvm.te")
 
 
 def spatial_pack_compute(spec: ConvSpec, channel_tile: int, column_tile: int):

@@ -13,14 +13,17 @@ from __future__ import annotations
 import dataclasses
 
 import numpy as np
-import tvm
-from tvm import s_tir, te
 
+from dlas_dse.lazy import lazy_import
 from dlas_dse.registry import ALGORITHMS, Param
 from dlas_dse.stack.algorithms.conv import ConvSpec, accumulate, pad_input
 from dlas_dse.stack.algorithms.lowering import Lowering, NotApplicable
 from dlas_dse.stack.algorithms.schedule import (default_schedule, inline_consumers, lanes, largest_divisor,
                                                    parallelize, tile_reduction)
+
+tvm = lazy_import("tvm")
+s_tir = lazy_import("tvm.s_tir")
+te = lazy_import("tvm.te")
 
 POINTS = (0.0, 1.0, -1.0, 2.0, -2.0)
 """Finite interpolation points, in order of use (infinity is always the last point)."""
