@@ -1,0 +1,59 @@
+"""Extension points: registering the layers stays light, and a device kind is one registration."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from dlas_dse.files import ConfigError
+from dlas_dse.registry import Param, Registry
+from dlas_dse.stack.devices import DEVICE_KINDS, CatalogueEntry, Device, register_catalogue
+
+HEAVY = ("torch", "tvm", "sklearn", "onnx", "onnxruntime", "torchvision")
+
+
+@pytest.mark.parametrize("command", [["list"], ["grid", "--study", "quickstart", "--dry-run"]])
+def test_listing_and_planning_import_neither_pytorch_nor_tvm(command):
+    """Once LLVM's answers for this CPU are remembered (the first run asks TVM)."""
+    subprocess.run([sys.executable, "-m", "dlas_dse", *command], capture_output=True, timeout=300, check=True)
+    probe = (f"import sys\nfrom dlas_dse.cli import main\nassert main({command!r}) == 0\n"
+             f"print('HEAVY', [name for name in {HEAVY!r} if name in sys.modules])")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "HEAVY []" in result.stdout, result.stdout[-500:]
+
+
+class _Accelerator(Device):
+    """A device kind registered by a test, as a new module would."""
+
+
+@pytest.fixture
+def accelerator_kind():
+    @DEVICE_KINDS.register("test-accelerator", traits={"tvm_only": True, "host_threads": False,
+                                                       "required": ("driver",)},
+                           driver=Param(str, help="the accelerator's driver"))
+    def create(entry: CatalogueEntry, threads: int) -> Device:
+        return _Accelerator(entry.name, entry.target or {"kind": "llvm"}, threads, entry.description,
+                            entry.cores, {"kind": entry.kind, **entry.details}, entry.peak_gflops)
+
+    yield
+    del DEVICE_KINDS._entries["test-accelerator"]
+
+
+def test_a_new_device_kind_is_one_registration(tmp_path, accelerator_kind):
+    catalogue = tmp_path / "hardware.yaml"
+    catalogue.write_text("devices:\n  npu: {kind: test-accelerator, driver: v1, cores: 1}\n")
+    devices = Registry("hardware", "device")
+    register_catalogue(devices, catalogue)
+    device = devices.get("npu").function(0)
+    assert isinstance(device, _Accelerator) and device.details == {"kind": "test-accelerator", "driver": "v1"}
+    assert {rule.name for rule in devices.rules} == {"npu-runs-tvm-only", "npu-has-no-host-threads"}
+
+    catalogue.write_text("devices:\n  npu: {kind: test-accelerator, cores: 1}\n")
+    with pytest.raises(ConfigError, match="required for kind test-accelerator"):
+        register_catalogue(Registry("hardware", "device"), catalogue)
+    catalogue.write_text("devices:\n  npu: {kind: test-accelerator, driver: 3}\n")
+    with pytest.raises(ConfigError, match="expected str"):
+        register_catalogue(Registry("hardware", "device"), catalogue)
