@@ -35,7 +35,7 @@ from tvm import relax  # noqa: E402
 from dlas_dse.stack.algorithms import apply_algorithm, convolutions, build_pipeline  # noqa: E402
 from dlas_dse.stack.algorithms.auto import candidates  # noqa: E402
 from dlas_dse.stack.algorithms.conv import conv_module, spec_from_call  # noqa: E402
-from dlas_dse.stack.compiler import fold_batchnorm, to_relax  # noqa: E402
+from dlas_dse.stack.compilers import fold_batchnorm, to_relax  # noqa: E402
 from dlas_dse.stack.devices import create_device  # noqa: E402
 
 SPARSITIES = (0.5, 0.8, 0.9, 0.95)

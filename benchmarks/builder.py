@@ -24,7 +24,7 @@ from common import ResultsFile, random_model, succeeded
 
 from dlas_dse.cache import ArtifactCache  # noqa: E402
 from dlas_dse.stack.tuning import measuring  # noqa: E402
-from dlas_dse.stack.compiler import BuildRequest, compile_model  # noqa: E402
+from dlas_dse.stack.compilers import BuildRequest, compile_model  # noqa: E402
 from dlas_dse.stack.devices import create_device  # noqa: E402
 from dlas_dse.trial import check_against_pytorch  # noqa: E402
 

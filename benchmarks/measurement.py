@@ -36,7 +36,7 @@ import numpy as np
 from common import ROOT, ResultsFile, random_model, succeeded
 
 from dlas_dse.cache import ArtifactCache  # noqa: E402
-from dlas_dse.stack.compiler import BuildRequest, TVMExecutable, compile_model  # noqa: E402
+from dlas_dse.stack.compilers import BuildRequest, TVMExecutable, compile_model  # noqa: E402
 from dlas_dse.stack.devices import create_device  # noqa: E402
 from dlas_dse.stack.measurement import STATISTICS, local_counters, measure_latency  # noqa: E402
 

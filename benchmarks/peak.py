@@ -21,7 +21,7 @@ import threadpoolctl
 from common import ROOT, ResultsFile, interleaved_ms, random_model
 
 from dlas_dse.cache import ArtifactCache  # noqa: E402
-from dlas_dse.stack.compiler import BuildRequest, compile_model  # noqa: E402
+from dlas_dse.stack.compilers import BuildRequest, compile_model  # noqa: E402
 from dlas_dse.stack.devices import create_device  # noqa: E402
 from dlas_dse.stack.peak import measure_cpu_peak  # noqa: E402
 

@@ -39,7 +39,7 @@ import torch
 from common import ROOT, ResultsFile, interleaved_ms, random_model, succeeded
 
 from dlas_dse.cache import ArtifactCache  # noqa: E402
-from dlas_dse.stack.compiler import BuildRequest, compile_model, reference_model  # noqa: E402
+from dlas_dse.stack.compilers import BuildRequest, compile_model, reference_model  # noqa: E402
 from dlas_dse.stack.compression import calibrate_input_scales  # noqa: E402
 from dlas_dse.stack.devices import create_device  # noqa: E402
 from dlas_dse.trial import check_against_pytorch  # noqa: E402

@@ -18,13 +18,25 @@ from dlas_dse.registry import LAYERS
 from dlas_dse.space import Config, SearchSpace, config_key
 from dlas_dse.study.storage_lock import storage_lock
 
-STAGE_INPUTS: dict[str, tuple[str, ...]] = {
-    "trainings": ("dataset.", "model."),
-    "compressions": ("dataset.", "model.", "compression."),
-    "builds": ("dataset.", "model.", "compression.", "algorithm.", "software.", "hardware.device"),
-    "measurements": ("",),
-}
-"""What each expensive stage's result depends on (parameter-name prefixes)."""
+CACHED_STAGES = ("trainings", "compressions", "builds")
+"""The expensive stages whose artifacts are cached, in the order a trial runs them."""
+
+
+def stage_inputs() -> dict[str, tuple[str, ...]]:
+    """What each expensive stage's result depends on (parameter-name prefixes): the parameters of
+    the layers that declare it, or an earlier stage, as theirs (see ``Registry.stage``)."""
+    inputs, prefixes = {}, ()
+    for stage in CACHED_STAGES:
+        prefixes += tuple(f"{registry.layer}." for registry in LAYERS.values() if registry.stage == stage)
+        inputs[stage] = prefixes
+    return {**inputs, "measurements": ("",)}
+
+
+def _run_time() -> set[str]:
+    """Parameters that change how an artifact runs, not the artifact (e.g. ``hardware.threads``)."""
+    return {f"{registry.layer}.{name}" for registry in LAYERS.values() for name in registry.run_time}
+
+
 STAGE_NOTES = {
     "trainings": "one per (dataset, model, training recipe)",
     "compressions": "one per trained model and compression technique (none reuses the trained model)",
@@ -35,9 +47,9 @@ STAGE_NOTES = {
 }
 
 
-def _key(config: Config, prefixes: tuple[str, ...]) -> tuple:
+def _key(config: Config, prefixes: tuple[str, ...], ignored: frozenset[str] = frozenset()) -> tuple:
     return tuple(sorted((name, repr(value)) for name, value in config.items()
-                        if any(name.startswith(prefix) for prefix in prefixes)))
+                        if name not in ignored and any(name.startswith(prefix) for prefix in prefixes)))
 
 
 @dataclass
@@ -72,11 +84,12 @@ def plan_grid(space: SearchSpace) -> GridPlan:
     """Enumerate the grid of ``space`` and count its layers and shared stages (nothing runs)."""
     points = list(space.grid())
     per_layer = {layer: len({_key(point, (f"{layer}.",)) for point in points}) for layer in LAYERS}
-    stages = {"trainings": len({_key(point, STAGE_INPUTS["trainings"]) for point in points}),
-              "compressions": len({_key(point, STAGE_INPUTS["compressions"]) for point in points
+    inputs, ignored = stage_inputs(), frozenset(_run_time())
+    stages = {"trainings": len({_key(point, inputs["trainings"], ignored) for point in points}),
+              "compressions": len({_key(point, inputs["compressions"], ignored) for point in points
                                    if point.get("compression.technique") != "none"}),
-              "builds": len({_key(point, STAGE_INPUTS["builds"]) for point in points})}
-    stages["tuning runs"] = len({_key(point, STAGE_INPUTS["builds"]) for point in points
+              "builds": len({_key(point, inputs["builds"], ignored) for point in points})}
+    stages["tuning runs"] = len({_key(point, inputs["builds"], ignored) for point in points
                                  if point.get("software.tuning") == "metaschedule"})
     stages["measurements"] = len(points)
     per_platform = collections.Counter(point.get("hardware.device", "") for point in points)

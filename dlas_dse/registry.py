@@ -11,6 +11,8 @@ validated (unknown keys, wrong types, out-of-range values) before any work start
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -97,9 +99,17 @@ class UnknownEntryError(KeyError):
 class Registry:
     """Named entries of one DLAS layer, chosen by the layer's selector parameter."""
 
-    def __init__(self, layer: str, selector: str, common: dict[str, Param] | None = None):
+    def __init__(self, layer: str, selector: str, common: dict[str, Param] | None = None,
+                 default: str | None = None, stage: str | None = None, run_time: tuple[str, ...] = ()):
         self.layer = layer
         self.selector = selector
+        self.default = default
+        """The entry a configuration gets when it names none (default: the first registered)."""
+        self.stage = stage
+        """The first cached stage whose artifact this layer's parameters change (that stage's key and
+        every later stage's include them): what the grid plan counts as shared."""
+        self.run_time = run_time
+        """Parameters that change no artifact, only how it runs (a device's threads)."""
         self.common = dict(common or {})
         self._rules: list[Rule] = []
         self.preflight: Callable[[dict], None] | None = None
@@ -161,7 +171,8 @@ class Registry:
     def parameters(self) -> dict[str, Param]:
         """Every parameter the layer accepts: the selector, common ones and all entries' own."""
         names = self.names()
-        schema = {self.selector: Param(str, default=names[0] if names else None, choices=tuple(names))}
+        default = self.default or (names[0] if names else None)
+        schema = {self.selector: Param(str, default=default, choices=tuple(names))}
         schema.update(self.common)
         for entry in self._entries.values():
             schema.update(entry.params)
@@ -173,10 +184,19 @@ class Registry:
         return [e.name for e in self._entries.values() if param in e.params]
 
 
-DATASETS = Registry("dataset", "name", common={
+def import_modules(package: str, path: list[str], first: tuple[str, ...] = ()) -> None:
+    """Import every public module of ``package`` (``path``: its ``__path__``), each of which registers
+    its entries: ``first`` in that order (the order the registry lists them), then the others by
+    name, so that a new technique is a new module and nothing else."""
+    others = sorted(m.name for m in pkgutil.iter_modules(path) if not m.name.startswith("_") and m.name not in first)
+    for name in (*first, *others):
+        importlib.import_module(f"{package}.{name}")
+
+
+DATASETS = Registry("dataset", "name", stage="trainings", common={
     "split_seed": Param(int, default=0, low=0, help="seed of the train/validation split and of subsets"),
 })
-MODELS = Registry("model", "architecture", common={
+MODELS = Registry("model", "architecture", stage="trainings", common={
     "epochs": Param(int, default=2, low=0, high=1000, help="training epochs"),
     "learning_rate": Param(float, default=0.05, low=1e-6, high=10.0, help="SGD learning rate"),
     "batch_size": Param(int, default=64, low=1, high=4096, help="training batch size"),
@@ -184,14 +204,14 @@ MODELS = Registry("model", "architecture", common={
     "weights": Param(str, default="", help="checkpoint to use instead of training ({architecture} and "
                      "{dataset} are replaced; 'torchvision' = torchvision's pretrained weights)"),
 })
-COMPRESSIONS = Registry("compression", "technique")
-ALGORITHMS = Registry("algorithm", "conv", common={
+COMPRESSIONS = Registry("compression", "technique", default="none", stage="compressions")
+ALGORITHMS = Registry("algorithm", "conv", stage="builds", common={
     "layout": Param(str, default="NCHW", choices=("NCHW", "NHWC"), help="data layout of every convolution"),
     "format": Param(str, default="dense", choices=("dense", "sparse"),
                     help="weight format: sparse = CSR, zeros neither stored nor multiplied (weight-pruned models)"),
 })
-COMPILERS = Registry("software", "compiler")
-DEVICES = Registry("hardware", "device")
+COMPILERS = Registry("software", "compiler", default="tvm", stage="builds")
+DEVICES = Registry("hardware", "device", stage="builds", run_time=("threads",))
 
 LAYERS: dict[str, Registry] = {r.layer: r for r in
                                (DATASETS, MODELS, COMPRESSIONS, ALGORITHMS, COMPILERS, DEVICES)}

@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from dlas_dse.analysis.confirmed import ATTRIBUTE, front_numbers, records
 from dlas_dse.config import StudyConfig
 from dlas_dse.space import nest
-from dlas_dse.stack.compiler import Executable
+from dlas_dse.stack.compilers import Executable
 from dlas_dse.stack.datasets import load_dataset
 from dlas_dse.stack.devices import Device, create_device
 from dlas_dse.stack.measurement import measure_latency

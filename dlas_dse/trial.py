@@ -31,7 +31,7 @@ from tqdm import tqdm
 
 from dlas_dse.cache import ArtifactCache, code_fingerprint
 from dlas_dse.space import Config, nest
-from dlas_dse.stack.compiler import (Build, BuildRequest, Executable, compile_model, float64_reference,
+from dlas_dse.stack.compilers import (Build, BuildRequest, Executable, compile_model, float64_reference,
                                      reference_model)
 from dlas_dse.stack.compression import Compressed, compress
 from dlas_dse.stack.datasets import Dataset, load_dataset

@@ -13,7 +13,7 @@ from tvm import relax
 from dlas_dse.registry import MODELS
 from dlas_dse.stack.algorithms import apply_algorithm, convolutions, build_pipeline
 from dlas_dse.stack.algorithms.conv import ConvSpec, conv_module, spec_from_call
-from dlas_dse.stack.compiler import fold_batchnorm, to_relax
+from dlas_dse.stack.compilers import fold_batchnorm, to_relax
 
 TARGET = tvm.target.Target({"kind": "llvm", "mcpu": str(tvm.target.codegen.llvm_get_system_cpu()), "num-cores": 2})
 TOLERANCE = 1e-4

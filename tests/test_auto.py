@@ -13,7 +13,7 @@ import torch
 from dlas_dse.cache import ArtifactCache
 from dlas_dse.registry import MODELS
 from dlas_dse.stack.algorithms import auto
-from dlas_dse.stack.compiler import BuildRequest, compile_model
+from dlas_dse.stack.compilers import BuildRequest, compile_model
 from dlas_dse.stack.devices import create_device
 from dlas_dse.trial import check_against_pytorch
 

@@ -18,7 +18,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from dlas_dse.cache import CORRUPT_DIR, ArtifactCache
 from dlas_dse.config import settings_with_defaults
-from dlas_dse.stack.compiler import BuildRequest, compile_model
+from dlas_dse.stack.compilers import BuildRequest, compile_model
 from dlas_dse.stack.compression import compress
 from dlas_dse.stack.datasets import load_dataset
 from dlas_dse.stack.devices import create_device

@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from dlas_dse.stack.compiler import count_macs, deployed_bytes, fold_batchnorm, to_relax
+from dlas_dse.stack.compilers import count_macs, deployed_bytes, fold_batchnorm, to_relax
 from dlas_dse.stack.datasets import load_dataset
 from dlas_dse.stack.models import build_model
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from dlas_dse.config import settings_with_defaults
-from dlas_dse.stack.compiler import fold_batchnorm
+from dlas_dse.stack.compilers import fold_batchnorm
 from dlas_dse.stack.compression import global_magnitude_masks
 from dlas_dse.trial import execute
 

@@ -164,7 +164,8 @@ def test_cli_exits_2_before_writing_storage(project, monkeypatch, capsys):
 
 
 def test_every_shipped_study_and_space_validates():
-    from dlas_dse.config import available, project_root
+    from dlas_dse.config import available
+    from dlas_dse.files import project_root
 
     root = project_root()
     studies = [name for name, _ in available("studies")]

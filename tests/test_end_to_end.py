@@ -9,7 +9,7 @@ import torch
 from dlas_dse.analysis.confirmed import records as confirmed
 from dlas_dse.config import load_study
 from dlas_dse.space import config_key
-from dlas_dse.stack.compiler import fold_batchnorm
+from dlas_dse.stack.compilers import fold_batchnorm
 from dlas_dse.stack.datasets import load_dataset
 from dlas_dse.stack.models import build_model
 from dlas_dse.study.opening import open_storage

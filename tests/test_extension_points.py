@@ -57,3 +57,26 @@ def test_a_new_device_kind_is_one_registration(tmp_path, accelerator_kind):
     catalogue.write_text("devices:\n  npu: {kind: test-accelerator, driver: 3}\n")
     with pytest.raises(ConfigError, match="expected str"):
         register_catalogue(Registry("hardware", "device"), catalogue)
+
+
+@pytest.fixture
+def ternary_technique():
+    from dlas_dse.registry import COMPRESSIONS
+
+    @COMPRESSIONS.register("test_ternary", traits={"weight_bits": 2, "zeroed_weights": "zeros"},
+                           zeros=Param(float, default=0.3, low=0.0, high=0.9, help="share of weights set to zero"))
+    def ternary(model, dataset, params, fine_tune):
+        return model, {}
+
+    yield
+    del COMPRESSIONS._entries["test_ternary"]
+
+
+def test_a_compression_technique_declares_the_traits_the_surrogate_reads(ternary_technique):
+    from dlas_dse.surrogate.descriptors import model_descriptors
+
+    point = {"dataset.name": "digits", "model.architecture": "resnet18", "compression.technique": "test_ternary"}
+    descriptors = model_descriptors(point)
+    assert descriptors["weight_bits"] == 2 and descriptors["weight_sparsity"] == pytest.approx(0.3)
+    assert model_descriptors({**point, "compression.zeros": 0.6})["weight_sparsity"] == pytest.approx(0.6)
+    assert model_descriptors({**point, "compression.technique": "none"})["weight_bits"] == 32

@@ -13,7 +13,7 @@ import torch
 
 from dlas_dse.cache import ArtifactCache
 from dlas_dse.config import load_space, load_study
-from dlas_dse.stack.compiler import BuildRequest, compile_model
+from dlas_dse.stack.compilers import BuildRequest, compile_model
 from dlas_dse.stack.devices import create_device
 from dlas_dse.study.opening import open_storage
 from dlas_dse.trial import CorrectnessError, TrialFailure, check_against_pytorch, run_trial

@@ -18,7 +18,7 @@ from dlas_dse.registry import MODELS
 from dlas_dse.stack.algorithms import apply_algorithm, build_pipeline, convolutions
 from dlas_dse.stack.algorithms.conv import ConvSpec, conv_module, spec_from_call
 from dlas_dse.stack.algorithms.int8_dot import DOT_PRODUCTS, dot_product
-from dlas_dse.stack.compiler import to_relax
+from dlas_dse.stack.compilers import to_relax
 from dlas_dse.stack.cpu_features import host_features
 
 X86_TARGETS = {  # an -mcpu whose best int8 instruction is each x86 form

@@ -8,7 +8,7 @@ import torch
 
 from dlas_dse.cache import ArtifactCache
 from dlas_dse.registry import MODELS, PreflightError
-from dlas_dse.stack.compiler import BuildRequest, compile_model
+from dlas_dse.stack.compilers import BuildRequest, compile_model
 from dlas_dse.stack.datasets import load_dataset
 from dlas_dse.stack.devices import create_device
 from dlas_dse.stack.models import build_model, check_weights, trained_model

@@ -71,7 +71,7 @@ FAST_KERNELS = textwrap.dedent("""\
     import json, sys, tempfile
     import numpy as np, threadpoolctl, time, torch
     from dlas_dse.cache import ArtifactCache
-    from dlas_dse.stack.compiler import BuildRequest, compile_model
+    from dlas_dse.stack.compilers import BuildRequest, compile_model
     from dlas_dse.stack.devices import create_device
     from dlas_dse.stack.peak import measure_cpu_peak
 

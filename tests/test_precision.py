@@ -10,12 +10,13 @@ import tvm.tirx
 from tvm import relax
 
 from dlas_dse.stack.algorithms import build_pipeline
-from dlas_dse.stack.compiler import deployed_bytes, fold_batchnorm, reference_model, to_relax
+from dlas_dse.stack.compilers import deployed_bytes, fold_batchnorm, reference_model, to_relax
 from dlas_dse.stack.compression import calibrate_input_scales
 from dlas_dse.stack.datasets import load_dataset
 from dlas_dse.stack.devices import create_device
 from dlas_dse.stack.models import build_model
-from dlas_dse.stack.precision import PRECISIONS, Int8Reference
+from dlas_dse.stack.compression._int8_lowering import Int8Reference
+from dlas_dse.stack.compression.precisions import precision
 
 
 @pytest.fixture(scope="module")
@@ -36,7 +37,7 @@ def test_int8_convolutions_take_int8_and_accumulate_in_int32(resnet):
     model, dataset = resnet
     calibration = calibrate_input_scales(model, torch.from_numpy(dataset.train_x[:64]))
     folded = fold_batchnorm(model)
-    mod, record = PRECISIONS["int8"].lower(to_relax(folded, (1, 3, 32, 32)), folded, calibration)
+    mod, record = precision("int8").lower(to_relax(folded, (1, 3, 32, 32)), folded, calibration)
     assert record == {"int8_layers": 21, "float_layers": 0}  # 20 convolutions + the classifier
     convolutions = [dtypes for name, dtypes in _prim_func_dtypes(mod) if "conv2d" in name]
     assert len(convolutions) >= 5  # one function per distinct shape
@@ -55,7 +56,7 @@ def test_int8_module_matches_its_reference_bit_for_bit(resnet):
     model, dataset = resnet
     calibration = calibrate_input_scales(model, torch.from_numpy(dataset.train_x[:64]))
     folded = fold_batchnorm(model)
-    mod, _ = PRECISIONS["int8"].lower(to_relax(folded, (1, 3, 32, 32)), folded, calibration)
+    mod, _ = precision("int8").lower(to_relax(folded, (1, 3, 32, 32)), folded, calibration)
     target = create_device({"device": "host-cpu", "threads": 2}).tvm_target()  # with its FMA units
     machine = relax.VirtualMachine(tvm.compile(mod, target, relax_pipeline=build_pipeline(target)), tvm.cpu())
     reference = reference_model(model, "int8", calibration)
@@ -80,7 +81,7 @@ def test_fp16_constants_are_half(resnet):
     model, _ = resnet
     folded = fold_batchnorm(model)
     mod32 = to_relax(folded, (1, 3, 32, 32))
-    mod16, _ = PRECISIONS["float16"].lower(to_relax(folded, (1, 3, 32, 32)), folded, {})
+    mod16, _ = precision("float16").lower(to_relax(folded, (1, 3, 32, 32)), folded, {})
     assert deployed_bytes(mod16) * 2 == deployed_bytes(mod32)
     convolutions = [dtypes for name, dtypes in _prim_func_dtypes(mod16) if "conv2d" in name]
     assert convolutions and all(dtypes == ["float16"] * 3 for dtypes in convolutions)

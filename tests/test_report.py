@@ -80,7 +80,7 @@ def test_importances_cover_the_sampled_parameters(report):
 def test_observations_state_a_verdict_with_numbers(report):
     directory, _ = report
     text = (directory / "observations.md").read_text()
-    for title in observations.OBSERVATIONS:
+    for title in observations.OBSERVATIONS.names():
         assert f"## {title}" in text
     threads = text.split("## More threads do not always help")[1]
     assert "1 threads" in threads and "2 threads" in threads and "architecture=" in threads

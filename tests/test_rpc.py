@@ -18,7 +18,7 @@ from tvm.s_tir import meta_schedule as ms
 
 from dlas_dse.build_workers import board_session
 from dlas_dse.cache import ArtifactCache
-from dlas_dse.stack.compiler import BuildRequest, compile_model
+from dlas_dse.stack.compilers import BuildRequest, compile_model
 from dlas_dse.stack.devices import HOST_CORES, RemoteBoard
 from dlas_dse.stack.measurement import measure_latency
 from dlas_dse.stack.remote import RemoteSession, loopback_tracker

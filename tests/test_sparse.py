@@ -13,7 +13,7 @@ from dlas_dse.stack.algorithms import apply_algorithm, build_pipeline
 from dlas_dse.stack.algorithms.conv import ConvSpec
 from dlas_dse.stack.algorithms.lowering import NotApplicable
 from dlas_dse.stack.algorithms.sparse import sparse_lowering
-from dlas_dse.stack.compiler import to_relax
+from dlas_dse.stack.compilers import to_relax
 
 TARGET = tvm.target.Target({"kind": "llvm", "mcpu": str(tvm.target.codegen.llvm_get_system_cpu()), "num-cores": 2})
 ALGORITHMS = ["direct", "gemm", "spatial_pack"]

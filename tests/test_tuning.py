@@ -20,7 +20,7 @@ from dlas_dse.cache import ArtifactCache
 from dlas_dse.config import load_study
 from dlas_dse.stack.algorithms import apply_algorithm
 from dlas_dse.stack.algorithms.schedule import fuse_operators
-from dlas_dse.stack.compiler import BuildRequest, compile_model, to_relax
+from dlas_dse.stack.compilers import BuildRequest, compile_model, to_relax
 from dlas_dse.stack.devices import create_device
 from dlas_dse.stack.tuning import TuningAllowance
 from dlas_dse.stack.tuning.choice import choose_side_by_side

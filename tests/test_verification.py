@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from dlas_dse.cache import ArtifactCache
-from dlas_dse.stack.compiler import BuildRequest, compile_model, float64_reference, reference_model
+from dlas_dse.stack.compilers import BuildRequest, compile_model, float64_reference, reference_model
 from dlas_dse.stack.devices import create_device
 from dlas_dse.trial import CorrectnessError, check_against_pytorch
 

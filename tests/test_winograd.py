@@ -15,7 +15,7 @@ from dlas_dse.stack.algorithms import apply_algorithm, build_pipeline
 from dlas_dse.stack.algorithms.conv import ConvSpec
 from dlas_dse.stack.algorithms.lowering import NotApplicable
 from dlas_dse.stack.algorithms.winograd import transform_matrices, winograd
-from dlas_dse.stack.compiler import to_relax
+from dlas_dse.stack.compilers import to_relax
 
 TOLERANCE = {2: 1e-5, 4: 1e-4}
 """Largest allowed max |error| / max |reference| in float32 (reference in float64). F(2×2, 3×3)'s

@@ -32,14 +32,15 @@ def add_parser(commands) -> None:
     """Add ``board`` and its actions to the CLI's sub-commands."""
     parser = commands.add_parser("board", help="an emulated AArch64 board (QEMU) serving TVM RPC: build, run, stop",
                                  description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(run=run)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     actions.add_parser("build", help="build the board's Debian arm64 root with TVM (once; reused after)")
     start = actions.add_parser("start", help="start the tracker and the board's RPC server, and leave them running")
     start.add_argument("--port", type=int, default=9190, help="the tracker's port on 127.0.0.1 (default: 9190, "
                        "the edge-arm catalogue entry's)")
-    run = actions.add_parser("run", help="start the board, run a command against it, stop the board")
-    run.add_argument("board_command", nargs=argparse.REMAINDER, metavar="COMMAND", help="the command (after --)")
-    for action in (start, run):
+    run_action = actions.add_parser("run", help="start the board, run a command against it, stop the board")
+    run_action.add_argument("board_command", nargs=argparse.REMAINDER, metavar="COMMAND", help="the command (after --)")
+    for action in (start, run_action):
         action.add_argument("--threads", type=int, help="runtime threads of the board (default: this host's cores)")
     actions.add_parser("stop", help="stop a board started by `board start`")
     actions.add_parser("status", help="whether the root is built and the board runs")

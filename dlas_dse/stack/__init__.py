@@ -1,3 +1,3 @@
 """The six DLAS layers. Importing this package registers every layer's techniques."""
 
-from dlas_dse.stack import algorithms, compiler, compression, datasets, devices, models, peer_compilers  # noqa: F401
+from dlas_dse.stack import algorithms, compilers, compression, datasets, devices, models  # noqa: F401

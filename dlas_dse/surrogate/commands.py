@@ -33,6 +33,7 @@ def add_parser(commands) -> None:
     """Add ``surrogate`` and its three actions to the CLI's sub-commands."""
     parser = commands.add_parser("surrogate", help="train, evaluate and query the XGBoost latency surrogate",
                                  description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.set_defaults(run=run)
     actions = parser.add_subparsers(dest="action", required=True, metavar="ACTION")
     train = actions.add_parser("train", help="fit the surrogate on studies' completed trials")
     evaluate = actions.add_parser("evaluate", help="metrics on held-out trials only, with plots")

@@ -15,6 +15,7 @@ import math
 from typing import Callable
 
 from dlas_dse.lazy import lazy_import
+from dlas_dse.registry import Registry
 
 tvm = lazy_import("tvm")
 relax = lazy_import("tvm.relax")
@@ -34,18 +35,15 @@ PARALLEL_GRAIN = 64
 
 
 Scheduler = Callable[["s_tir.Schedule", "s_tir.schedule.SBlockRV", int], None]
-SCHEDULES: dict[str, Scheduler] = {}
+SCHEDULES = Registry("default schedule", "tag")
+"""Each algorithm's default schedule by the tag of its main compute block."""
 
 
 def default_schedule(name: str) -> Callable[[Scheduler], Scheduler]:
     """Register ``function(schedule, block, vector_bits)`` as the default schedule of blocks
     tagged ``{"dlas.schedule": name}``."""
 
-    def decorate(function: Scheduler) -> Scheduler:
-        SCHEDULES[name] = function
-        return function
-
-    return decorate
+    return SCHEDULES.register(name)
 
 
 def largest_divisor(extent: int, limit: int) -> int:
@@ -156,7 +154,7 @@ def schedule_with_defaults(func: tvm.tirx.PrimFunc | tvm.IRModule, vector_bits: 
               if SCHEDULE_KEY in sch.get(block).annotations]
     try:
         for block, tag in tagged:
-            SCHEDULES[tag](sch, block, vector_bits)
+            SCHEDULES.get(tag).function(sch, block, vector_bits)
     except RUNTIME_ERRORS:  # never a failed build: the generic schedule below is always valid
         sch = s_tir.Schedule(func)
         root = sch.get_sblock("root")

@@ -1,35 +1,24 @@
-"""Layer 5 beside TVM: eager PyTorch and ONNX Runtime, on the same compressed model.
-
-Both deploy the BatchNorm-folded model at the compression's precision and report the TVM
-compiler's build record (cache hit, build key, seconds, deployed bytes, MACs). Neither applies
-layer-4 algorithms, and eager PyTorch has no int8 deployment: built-in rules keep those
-combinations out of every search space.
-"""
+"""The ``onnxruntime`` compiler: a torch.onnx (dynamo) export of the BatchNorm-folded model in an ONNX
+Runtime session on the CPU execution provider; int8 by ORT's static QDQ quantisation calibrated on
+the compression's images."""
 
 from __future__ import annotations
 
-import sys
-import time
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
-from dlas_dse.cache import ArtifactCache, code_fingerprint
+from dlas_dse.cache import ArtifactCache
 from dlas_dse.lazy import lazy_import
-from dlas_dse.registry import COMPILERS, Rule
-from dlas_dse.stack.compiler import Build, BuildRequest, Executable, count_macs, fold_batchnorm, to_relax
-from dlas_dse.stack.relax_util import visit_functions
+from dlas_dse.registry import COMPILERS
+from dlas_dse.stack.compilers.base import Build, BuildRequest, Executable
+from dlas_dse.stack.compilers.peers import cached_build, folded_model, time_calls
 
 onnx = lazy_import("onnx")
 onnxruntime = lazy_import("onnxruntime")
 onnxscript = lazy_import("onnxscript")
 quantization = lazy_import("onnxruntime.quantization")
 torch = lazy_import("torch")
-nn = lazy_import("torch.nn")
-
-FLOAT_DTYPES = ("float32", "float16")
-"""Precisions deployed as the model's own dtype (int8: ONNX Runtime quantises the float32 model)."""
 
 ORT_INT8_TOLERANCE = 0.3
 """ORT's QDQ int8 (every layer's output quantised too, asymmetric) is not the project's int8
@@ -53,86 +42,6 @@ REDUCE_RANGE = not _cpu_has_vnni()
 8-bit products; 7-bit weights avoid that. Seen on a znver3 (AVX2) host: full-range int8 weights
 put mobilenet_v2's output 2.1 off the float model where 1.95 was allowed."""
 
-COMPILERS.rules += [
-    Rule("pytorch-has-no-int8", {"software.compiler": ("pytorch",), "compression.technique": ("int8",)}, {},
-         "eager PyTorch has no int8 deployment here; use compiler tvm or onnxruntime for int8"),
-    Rule("layer-4-needs-tvm", {"software.compiler": ("pytorch", "onnxruntime")},
-         {"algorithm.conv": ("direct",), "algorithm.layout": ("NCHW",), "algorithm.format": ("dense",)},
-         "layer-4 algorithms apply only to the tvm compiler"),
-]
-
-
-def _time(call: Callable[[], object], count: int) -> list[float]:
-    """Seconds of each of ``count`` calls."""
-    seconds = []
-    for _ in range(count):
-        started = time.perf_counter()
-        call()
-        seconds.append(time.perf_counter() - started)
-    return seconds
-
-
-def _folded(request: BuildRequest) -> nn.Module:
-    """The BatchNorm-folded model in its precision's dtype (float32 for int8, quantised later)."""
-    return fold_batchnorm(request.model).to(getattr(torch, request.precision if request.precision in FLOAT_DTYPES else "float32"))
-
-
-def _build(request: BuildRequest, cache: ArtifactCache, versions: dict,
-           create: Callable[[Path], dict]) -> tuple[Path, dict]:
-    """Cache what ``create(directory)`` writes under the stage "build" (key: model, batch, precision,
-    compiler parameters, ``versions``, code); returns the directory and the build record shared
-    with the tvm compiler."""
-    inputs = {"model": request.model_key, "batch_size": request.batch_size, "precision": request.precision,
-              "software": request.software, "versions": {"torch": torch.__version__, **versions},
-              "code": code_fingerprint(sys.modules[__name__], sys.modules[BuildRequest.__module__],
-                                       sys.modules[visit_functions.__module__])}
-
-    def create_with_profile(directory: Path) -> dict:
-        return {"macs": count_macs(to_relax(request.model, (1, *request.image_shape))), **create(directory)}
-
-    started = time.perf_counter()
-    directory, hit = cache.get_or_create("build", inputs, create_with_profile)
-    metadata = cache.metadata(directory)
-    return directory, {"hit": hit, "build_key": directory.name, "seconds": time.perf_counter() - started,
-                       **{k: v for k, v in metadata.items() if k not in ("inputs", "seconds", "created")}}
-
-
-class PyTorchExecutable(Executable):
-    """Eager PyTorch in inference mode, with the device's thread count."""
-
-    def __init__(self, model: nn.Module, batch_size: int, threads: int):
-        self.model, self.batch_size, self.threads = model, batch_size, threads
-        self._dtype = next(model.parameters()).dtype
-
-    def _input(self, batch: np.ndarray) -> torch.Tensor:
-        torch.set_num_threads(self.threads)
-        return torch.from_numpy(np.ascontiguousarray(batch)).to(self._dtype)
-
-    def run(self, batch: np.ndarray) -> np.ndarray:
-        with torch.inference_mode():
-            return self.model(self._input(batch)).float().numpy()
-
-    def time_runs(self, batch: np.ndarray, count: int) -> list[float]:
-        inputs = self._input(batch)
-        with torch.inference_mode():
-            return _time(lambda: self.model(inputs), count)
-
-
-@COMPILERS.register("pytorch")
-def pytorch_compiler(request: BuildRequest, cache: ArtifactCache) -> Build:
-    """Eager PyTorch: the folded model in its precision's dtype (float32 or float16), no compilation."""
-    if request.precision not in FLOAT_DTYPES:
-        raise ValueError(f"eager PyTorch deploys {' or '.join(FLOAT_DTYPES)}, not {request.precision} "
-                         "(built-in rule pytorch-has-no-int8)")
-    model = _folded(request)
-
-    def create(directory: Path) -> dict:
-        return {"deployed_bytes": sum(p.numel() * p.element_size() for p in model.parameters())}
-
-    _, record = _build(request, cache, {}, create)
-    return Build(PyTorchExecutable(model, request.batch_size, request.device.threads), record)
-
-
 class OnnxRuntimeExecutable(Executable):
     """An ONNX Runtime session on the CPU execution provider: the device's threads within an
     operator, one across operators."""
@@ -152,7 +61,7 @@ class OnnxRuntimeExecutable(Executable):
 
     def time_runs(self, batch: np.ndarray, count: int) -> list[float]:
         feed = self._feed(batch)
-        return _time(lambda: self._session.run(None, feed), count)
+        return time_calls(lambda: self._session.run(None, feed), count)
 
 
 class _CalibrationImages:
@@ -183,7 +92,7 @@ def onnxruntime_compiler(request: BuildRequest, cache: ArtifactCache) -> Build:
     quantized = request.precision == "int8"
 
     def create(directory: Path) -> dict:
-        model = _folded(request)
+        model = folded_model(request)
         dtype = next(model.parameters()).dtype
         example = torch.zeros((request.batch_size, *request.image_shape), dtype=dtype)
         program = torch.onnx.export(model, (example,), directory / "model.onnx", dynamo=True, verbose=False)
@@ -203,7 +112,7 @@ def onnxruntime_compiler(request: BuildRequest, cache: ArtifactCache) -> Build:
         return {"deployed": deployed, "input_dtype": str(dtype).replace("torch.", ""),
                 "deployed_bytes": onnx_parameter_bytes(onnx.load(directory / deployed))}
 
-    directory, record = _build(request, cache, {"onnx": onnx.__version__, "onnxscript": onnxscript.__version__,
+    directory, record = cached_build(request, cache, {"onnx": onnx.__version__, "onnxscript": onnxscript.__version__,
                                                 "onnxruntime": onnxruntime.__version__,
                                                 "reduce_range": REDUCE_RANGE}, create)
     if quantized:

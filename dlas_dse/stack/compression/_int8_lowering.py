@@ -1,17 +1,14 @@
-"""Deployed number formats: lower a float32 Relax module to float16 or int8.
+"""int8 lowering and its PyTorch reference (imported when an int8 model is built or checked: its
+Relax mutator needs TVM at import).
 
-``int8`` replaces every convolution and linear layer with constant weights by an integer one:
-the input is quantised per tensor (scale calibrated on training images), the weights per output
-channel (symmetric), the product is accumulated in int32, then rescaled to float32.
+Every convolution and linear layer with constant weights becomes an integer one: the input is
+quantised per tensor (scale calibrated on training images), the weights per output channel
+(symmetric), the product is accumulated in int32, then rescaled to float32.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Callable
-
 import numpy as np
-
 from tvm.relax.expr_functor import PyExprMutator, mutator
 
 from dlas_dse.lazy import lazy_import
@@ -24,26 +21,6 @@ tvm = lazy_import("tvm")
 relax = lazy_import("tvm.relax")
 
 INT8_MAX = 127
-
-
-@mutator
-class _ClipAsMinMax(PyExprMutator):
-    """``clip(x, a, b)`` (float64 scalar bounds) → ``minimum(maximum(x, a), b)`` in x's dtype."""
-
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
-        if is_op(call, "relax.clip"):
-            data, low, high = call.args
-            dtype = data.ty.dtype
-            return relax.op.minimum(relax.op.maximum(data, relax.const(float(low.value), dtype)),
-                                    relax.const(float(high.value), dtype))
-        return call
-
-
-def to_float16(mod: tvm.IRModule, model: nn.Module, calibration: dict) -> tuple[tvm.IRModule, dict]:
-    """Weights and activations in float16 (input and output stay float32 at the boundary)."""
-    mod = relax.transform.ToMixedPrecision(out_dtype="float16")(rewrite_functions(mod, _ClipAsMinMax(mod)))
-    return relax.transform.FoldConstant()(mod), {}
 
 
 def _weight_names(model: nn.Module) -> dict[bytes, str]:
@@ -163,20 +140,3 @@ def int8_reference(model: nn.Module, calibration: dict) -> nn.Module:
         parent = model.get_submodule(parent_name) if parent_name else model
         setattr(parent, child, Int8Reference(getattr(parent, child), scale))
     return model
-
-
-@dataclass(frozen=True)
-class Precision:
-    """A deployed number format: how to lower a Relax module to it, and the PyTorch model
-    (given the BatchNorm-folded model and the calibration) the compiled module must match."""
-
-    lower: Callable[[tvm.IRModule, nn.Module, dict], tuple[tvm.IRModule, dict]]
-    reference: Callable[[nn.Module, dict], nn.Module] = lambda model, calibration: model
-
-
-PRECISIONS = {
-    "float32": Precision(lambda mod, model, calibration: (mod, {})),
-    "float16": Precision(to_float16),
-    "int8": Precision(to_int8, int8_reference),
-}
-"""How the compiler lowers a model to the number format its compression asks for."""
