@@ -56,6 +56,8 @@ def test_trials_table_has_every_layer_parameter_objective_stage_time_and_provena
 def test_pareto_table_holds_exactly_the_non_dominated_trials(report):
     directory, _ = report
     trials, pareto = pd.read_csv(directory / "trials.csv"), pd.read_csv(directory / "pareto.csv")
+    # the front is judged on confirmed latencies wherever `optimize`'s re-measurement has one
+    trials["latency_ms"] = trials["confirmed_latency_ms"].fillna(trials["latency_ms"])
 
     def dominates(a, b) -> bool:
         no_worse = (a.accuracy >= b.accuracy and a.latency_ms <= b.latency_ms and a.size_bytes <= b.size_bytes)
