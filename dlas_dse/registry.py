@@ -201,8 +201,17 @@ MODELS = Registry("model", "architecture", stage="trainings", common={
     "learning_rate": Param(float, default=0.05, low=1e-6, high=10.0, help="SGD learning rate"),
     "batch_size": Param(int, default=64, low=1, high=4096, help="training batch size"),
     "seed": Param(int, default=0, low=0, help="seed of initialisation and data order"),
-    "weights": Param(str, default="", help="checkpoint to use instead of training ({architecture} and "
-                     "{dataset} are replaced; 'torchvision' = torchvision's pretrained weights)"),
+    "weight_decay": Param(float, default=5e-4, low=0.0, high=0.1, help="SGD weight decay"),
+    "schedule": Param(str, default="one-cycle", choices=("one-cycle", "cosine", "constant"),
+                      help="learning-rate schedule: one-cycle (warm-up, then cosine annealing), cosine "
+                           "(annealing from learning_rate), constant"),
+    "augmentation": Param(str, default="auto", choices=("auto", "none", "crop-flip"),
+                          help="training augmentation: crop-flip = random crop of the zero-padded image and "
+                               "horizontal flip; auto = what the dataset declares (crop-flip for natural images, "
+                               "none for digits)"),
+    "weights": Param(str, default="", help="checkpoint to start from ({architecture} and {dataset} are "
+                     "replaced; 'torchvision' = torchvision's pretrained ImageNet weights): used as they are "
+                     "with epochs 0, fine-tuned for the epochs otherwise"),
 })
 COMPRESSIONS = Registry("compression", "technique", default="none", stage="compressions")
 ALGORITHMS = Registry("algorithm", "conv", stage="builds", common={

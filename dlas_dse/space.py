@@ -120,12 +120,6 @@ class SearchSpace:
                 config[param.name] = fixed.get(param.name, param.values[0] if param.discrete else param.low)
         return config
 
-    def with_fixed(self, name: str, value: Any) -> "SearchSpace":
-        """A copy where every parameter called ``name`` takes ``value`` (conditions kept)."""
-        parameters = [Parameter(p.name, "fixed", (value,), when=p.when) if p.name == name else p
-                      for p in self.parameters]
-        return SearchSpace(self.name, self.source, parameters, self.constraints, self.description)
-
     def violations(self, config: Config) -> list[Constraint]:
         """The constraints that exclude ``config`` (empty when it is valid)."""
         return [c for c in self.constraints if c.violated_by(config)]

@@ -68,6 +68,17 @@ SPACE_CASES = {
                         "only pay off for a weight-pruned model"]),
     "unknown layout": (GOOD_SPACE.replace("epochs: 1", "epochs: 1\nalgorithm:\n  layout: NCWH"),
                        "algorithm.layout", ["unknown value 'NCWH'", "allowed: NCHW, NHWC"]),
+    "per value of an unknown dataset": (
+        GOOD_SPACE.replace("epochs: 1", "epochs: {per: dataset.name, values: {digits: 1, imagenett: 0}}"),
+        "model.epochs.per.dataset.name", ["'imagenett' never occurs", "takes 'digits'"]),
+    "per value without values": (GOOD_SPACE.replace("epochs: 1", "epochs: {per: dataset.name}"),
+                                 "model.epochs.values", ["expected a mapping from each value of dataset.name"]),
+    "per value with a bad value": (
+        GOOD_SPACE.replace("epochs: 1", "epochs: {per: dataset.name, values: {digits: -1}}"),
+        "model.epochs", ["-1 is below the minimum 0"]),
+    "per value of a later parameter": (
+        GOOD_SPACE.replace("epochs: 1", "epochs: {per: hardware.device, values: {host-cpu: 1}}"),
+        "model.epochs.per.hardware.device", ["not defined before this point"]),
     "winograd tile": (GOOD_SPACE.replace("epochs: 1", "epochs: 1\nalgorithm:\n  conv: winograd\n  tile: 3"),
                       "algorithm.tile", ["allowed: 2, 4"]),
 }
@@ -105,6 +116,19 @@ def test_good_space_fills_defaults_and_implicit_conditions(project):
     # an entry's own parameter is active only when its entry is selected
     assert space.parameter("hardware.threads").when == {}  # common to every device
     assert space.parameter("dataset.image_size").when == {"dataset.name": ("digits",)}
+
+
+def test_a_parameter_given_per_value_of_an_earlier_one(project):
+    text = GOOD_SPACE.replace("name: digits", "name: {choices: [digits, cifar10]}").replace(
+        "epochs: 1", "epochs: {per: dataset.name, values: {cifar10: {choices: [10, 30]}}}\n"
+                     "  weights: {per: dataset.name, values: {cifar10: 'ckpt/{architecture}.pt', digits: ''}}")
+    space = load_space(str(project.write("search_spaces", "per", text)))
+    points = list(space.grid())
+    epochs = {(p["dataset.name"], p["model.epochs"]) for p in points}
+    assert epochs == {("digits", 2), ("cifar10", 10), ("cifar10", 30)}  # digits: the default, 2
+    assert {p["model.weights"] for p in points if p["dataset.name"] == "cifar10"} == {"ckpt/{architecture}.pt"}
+    assert len(points) == 2 * 3  # two models x (digits + two epochs of cifar10)
+    assert space.representative(**{"dataset.name": "cifar10"})["model.epochs"] == 10
 
 
 def _study(project, text: str, space: str = GOOD_SPACE):
@@ -181,3 +205,11 @@ def test_every_shipped_study_and_space_validates():
 def test_command_line_overrides_are_validated(capsys):
     assert main(["optimize", "--study", "quickstart", "--storage", "results.db"]) == 2
     assert "command line: --storage: expected an SQLAlchemy URL" in capsys.readouterr().err
+    assert main(["grid", "--study", "quickstart", "--dry-run", "--hardware", "tpu"]) == 2
+    assert "command line (over " in capsys.readouterr().err
+    assert main(["grid", "--study", "quickstart", "--dry-run", "--weights", "imagenet=torchvision"]) == 2
+    error = capsys.readouterr().err
+    assert "command line (over " in error and "model.weights.per.dataset.name: 'imagenet' never occurs" in error
+    assert main(["grid", "--study", "quickstart", "--dry-run", "--weights", "a.pt", "b.pt"]) == 2
+    assert "command line: --weights: give one SOURCE for every dataset" in capsys.readouterr().err
+    assert main(["grid", "--study", "quickstart", "--dry-run", "--weights", "digits=a.pt"]) == 0

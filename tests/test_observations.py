@@ -188,7 +188,13 @@ def test_tuning_that_changes_the_fastest_algorithm_is_found():
     assert changed.verdict == HOLDS and "in 1 of 1 settings" in changed.summary
     assert "untuned best direct, tuned best gemm: shown" in changed.evidence[2]
     assert "direct vs gemm: x1.4" in changed.evidence[2]
+    assert not any("partly untuned" in line for line in changed.evidence)
     assert _found(_frame(rows(9.0)))[TUNING].verdict == DOES_NOT_HOLD
+    # a tuned trial whose sparse tasks kept their default schedule is named: its figure is partly untuned
+    partly = _frame(rows(2.0)).assign(tuning_default_tasks=[0, 0, 0, 2])
+    told = [line for line in _found(partly)[TUNING].evidence if "partly untuned" in line]
+    assert told == ["- 1 tuned trials (e.g. 3) kept the default schedule of tasks MetaSchedule cannot tune "
+                    "(sparse loops): their tuned figures are partly untuned"]
 
 
 def test_sparse_threshold_and_compression_order():

@@ -53,6 +53,9 @@ def _notes(trial: optuna.trial.FrozenTrial, record: dict | None, fell_off: bool)
         notes.append("emulated: latency is the emulator's, not the device's")
     if record and record.get("noisy"):
         notes.append("confirmed figure noisy")
+    untunable = ((attrs.get("build") or {}).get("tuning") or {}).get("default_schedule_tasks") or {}
+    if untunable:
+        notes.append(f"tuning kept the default schedule of {len(untunable)} task(s) it cannot tune (e.g. sparse loops)")
     if "repeat_of" in attrs:
         notes.append(f"repeat of trial {attrs['repeat_of']}")
     if fell_off:
@@ -86,7 +89,8 @@ def detailed_frame(study: optuna.Study) -> pd.DataFrame:
         row.update({f"reused_{stage}": hit for stage, hit in (attrs.get("cache_hits") or {}).items()})
         tuning = (attrs.get("build") or {}).get("tuning") or {}
         row.update(tuning_tasks=tuning.get("tasks"), tuning_database_hits=tuning.get("database_hits"),
-                   tuning_measured_candidates=tuning.get("measured_candidates"))
+                   tuning_measured_candidates=tuning.get("measured_candidates"),
+                   tuning_default_tasks=len(tuning.get("default_schedule_tasks") or {}))
         row.update({key: attrs.get(key) for key in PROVENANCE})
         row.update(peak_gflops=(attrs.get("peak") or {}).get("gflops"),
                    target=json.dumps(attrs["target"], sort_keys=True) if "target" in attrs else None,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from dlas_dse.cli.arguments import positive, study_arguments, trial_arguments
+from dlas_dse.cli.arguments import positive, study_arguments, trial_arguments, weights_argument, weights_override
 from dlas_dse.samplers import SAMPLERS
 
 REMEASURE_ROUNDS = 10
@@ -23,8 +23,7 @@ def add_parsers(commands) -> None:
     optimize.add_argument("--sampler", choices=SAMPLERS.names(),
                           help="override the study's sampler (surrogate: XGBoost-assisted, see `surrogate --help`)")
     optimize.add_argument("--timeout", type=positive(float), metavar="SECONDS", help="stop starting new trials after this long")
-    optimize.add_argument("--weights", help="checkpoint to use instead of training: sets model.weights "
-                          "({architecture} and {dataset} are replaced; 'torchvision' = pretrained)")
+    weights_argument(optimize)
     optimize.add_argument("--hardware", metavar="DEVICE", help="run the space on this device instead of the one it "
                           "names (a name from `python -m dlas_dse devices`, e.g. host-cpu)")
     trial_arguments(optimize)
@@ -41,6 +40,7 @@ def add_parsers(commands) -> None:
     grid.add_argument("--models", nargs="+", metavar="NAME", help="replace the space's models")
     grid.add_argument("--hardware", nargs="+", metavar="DEVICE", help="replace the space's devices")
     grid.add_argument("--storage", help="SQLAlchemy URL (default: the study's)")
+    weights_argument(grid)
     trial_arguments(grid)
     grid.set_defaults(run=_grid)
 
@@ -81,11 +81,10 @@ def _optimize(args: argparse.Namespace) -> int:
     from dlas_dse.study.storage import mask_url
     from dlas_dse.study.loop import run_study
 
-    config = load_study(args.study, {"hardware.device": args.hardware} if args.hardware else None)
+    overrides = {**({"hardware.device": args.hardware} if args.hardware else {}), **weights_override(args.weights)}
+    config = load_study(args.study, overrides)
     if args.sampler == "grid":
         check_grid(config.space, "command line", "--sampler grid")
-    if args.weights:
-        config.space = config.space.with_fixed("model.weights", args.weights)
     print(f"study {config.name}: space {config.space.name}, sampler {args.sampler or config.sampler}, "
           f"storage {mask_url(args.storage or config.storage)}")
     study = run_study(config, n_trials=args.n_trials, storage_url=args.storage, sampler=args.sampler,
@@ -111,7 +110,7 @@ def _grid(args: argparse.Namespace) -> int:
     overrides = {name: _choices(values) for name, values in (
         ("dataset.name", args.datasets), ("model.architecture", args.models), ("hardware.device", args.hardware))
         if values}
-    config = load_study(args.study, overrides)
+    config = load_study(args.study, {**overrides, **weights_override(args.weights)})
     check_grid(config.space, config.source, "space")
     plan = plan_grid(config.space)
     status = {name: create_device({"device": name, "threads": 0}).status() for name in plan.per_platform}

@@ -45,7 +45,35 @@ def _condition(file: Path, where: str, raw: Any, known: dict[str, Parameter]) ->
     return condition
 
 
-def _parameter(file: Path, name: str, raw: Any, schema: Param, known: dict[str, Parameter]) -> Parameter:
+def _per_value(file: Path, name: str, raw: dict, schema: Param, known: dict[str, Parameter]) -> list[Parameter]:
+    """``{per: layer.param, values: {value: spec, ...}}``: one spec for each value of an earlier discrete
+    parameter (e.g. the weights or epochs of each dataset); values not listed keep the default."""
+    for key in raw:
+        if key not in ("per", "values"):
+            raise ConfigError(file, f"{name}.{key}", unknown_field(key, ["per", "values"]))
+    by, specs = raw.get("per"), raw.get("values")
+    if not isinstance(specs, dict) or not specs:
+        raise ConfigError(file, f"{name}.values", f"expected a mapping from each value of {by} to {name}'s "
+                          f"value, e.g. {{per: dataset.name, values: {{cifar10: ..., imagenet: ...}}}}")
+    if not isinstance(by, str):
+        raise ConfigError(file, f"{name}.per", f"expected the name of an earlier discrete parameter, e.g. "
+                          f"dataset.name; defined: {', '.join(known)}")
+    condition = _condition(file, f"{name}.per", {by: list(specs)}, known)
+    parameters = [_parameter(file, name, spec, schema, known, {by: (value,)}) for value, spec in specs.items()]
+    if sum(p.kind != "fixed" for p in parameters) > 1:  # Optuna gives one parameter name one distribution
+        raise ConfigError(file, f"{name}.values", f"only one value of {by} may give {name} choices or a range; "
+                          "fix it for the others, or split the study per value")
+    rest = tuple(v for v in known[by].values if v not in condition[by])
+    if rest:
+        if schema.default is None:
+            raise ConfigError(file, f"{name}.values", f"no value for {by} {', '.join(map(repr, rest))}, and "
+                              f"{name} has no default; give one for each")
+        parameters.append(Parameter(name, "fixed", (schema.default,), when={by: rest}))
+    return parameters
+
+
+def _parameter(file: Path, name: str, raw: Any, schema: Param, known: dict[str, Parameter],
+               when: dict[str, tuple] | None = None) -> Parameter:
     """Parse one parameter spec: a plain value, {fixed}, {choices}, or {range, step, log}; + when."""
     if not isinstance(raw, dict):
         raw = {"fixed": raw}
@@ -58,7 +86,7 @@ def _parameter(file: Path, name: str, raw: Any, schema: Param, known: dict[str, 
         raise ConfigError(file, name, f"give exactly one of fixed, choices, range (got {kinds or 'none'}); "
                           f"{name} is {schema.describe()}")
     kind = kinds[0]
-    when = _condition(file, f"{name}.when", raw["when"], known) if "when" in raw else {}
+    when = {**(when or {}), **(_condition(file, f"{name}.when", raw["when"], known) if "when" in raw else {})}
 
     def check(value: Any, where: str) -> Any:
         problem = schema.check(value)
@@ -141,9 +169,12 @@ def _layer_parameters(file: Path, registry: Registry, block: Any,
         if owners and not selectable.intersection(owners):
             raise ConfigError(file, name, f"applies only to {registry.selector} "
                               f"{', '.join(owners)}, which this space never selects")
-        parameter = conditional(key, _parameter(file, name, raw, schema[key], known))
-        known[name] = parameter
-        parameters.append(parameter)
+        if isinstance(raw, dict) and "per" in raw:
+            each = [conditional(key, p) for p in _per_value(file, name, raw, schema[key], known)]
+        else:
+            each = [conditional(key, _parameter(file, name, raw, schema[key], known))]
+        known[name] = _union(each)
+        parameters += each
 
     for key, spec in schema.items():
         name = f"{layer}.{key}"
@@ -160,6 +191,16 @@ def _layer_parameters(file: Path, registry: Registry, block: Any,
             known.setdefault(name, parameter)
             parameters.append(parameter)
     return parameters
+
+
+def _union(each: list[Parameter]) -> Parameter:
+    """One parameter for conditions on a parameter given per value of another: every value it takes."""
+    if len(each) == 1:
+        return each[0]
+    if not all(p.discrete for p in each):
+        return Parameter(each[0].name, "range", ())
+    values = tuple({repr(v): v for p in each for v in p.values}.values())
+    return Parameter(each[0].name, "choices", values)
 
 
 def _constraints(file: Path, raw: Any, known: dict[str, Parameter]) -> list[Constraint]:
@@ -208,8 +249,13 @@ def load_space(name_or_path: str, relative_to: Path | None = None,
             raise ConfigError(path, key, unknown_field(key, allowed))
     known: dict[str, Parameter] = {}
     parameters: list[Parameter] = []
-    for layer, registry in LAYERS.items():
-        parameters += _layer_parameters(path, registry, data.get(layer), known)
+    try:
+        for layer, registry in LAYERS.items():
+            parameters += _layer_parameters(path, registry, data.get(layer), known)
+    except ConfigError as error:  # a value given on the command line: say so
+        if any(error.field == name or error.field.startswith(name + ".") for name in overrides or {}):
+            raise ConfigError(f"command line (over {path})", error.field, error.problem) from None
+        raise
     constraints = _constraints(path, data.get("constraints"), known) + _rules(known)
     space = SearchSpace(path.stem, str(path), parameters, constraints, str(data.get("description", "")))
     if not space.has_valid_configuration():

@@ -6,6 +6,7 @@ directory: ``--data-dir`` or the ``DLAS_DATA_DIR`` environment variable (default
 
 from __future__ import annotations
 
+import functools
 import os
 import pickle
 from dataclasses import dataclass
@@ -14,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from dlas_dse.lazy import lazy_import
-from dlas_dse.registry import DATASETS, Param, PreflightError
+from dlas_dse.registry import COMPRESSIONS, DATASETS, Param, PreflightError
 
 torch = lazy_import("torch")
 F = lazy_import("torch.nn.functional")
@@ -49,9 +50,13 @@ class Dataset:
         """(channels, height, width) of one image."""
         return tuple(self.val_x.shape[1:])
 
-    def images(self, split: str) -> np.ndarray:
-        """The images of ``split``: "train" or "validation"."""
-        return {"train": self.train_x, "validation": self.val_x}[split]
+    def calibration_images(self, count: int) -> np.ndarray:
+        """A class-stratified subset of ``count`` training images (never validation images): what
+        post-training quantisation calibrates on. Raises where the dataset has no training images."""
+        if not len(self.train_y):
+            raise DatasetError(f"{self.name} has no training images to calibrate on, and the validation images "
+                               "accuracy is measured on must not be used; give it some (ImageNet: a train/ folder)")
+        return self.train_x[stratified_subset(self.train_y, count, seed=0)]
 
     def validation_subset(self, max_samples: int | None, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
         """The validation split, or a stratified subset of ``max_samples`` images of it."""
@@ -82,7 +87,7 @@ def _normalise(images: np.ndarray, mean: tuple, std: tuple) -> np.ndarray:
 # --------------------------------------------------------------------------- digits
 
 @DATASETS.register(
-    "digits",
+    "digits", traits={"augmentation": "none"},
     image_size=Param(int, default=32, low=8, high=224, help="side of the RGB image the 8x8 digits become"),
     val_fraction=Param(float, default=0.2, low=0.05, high=0.5, help="share held out for validation"))
 def digits(params: dict) -> Dataset:
@@ -147,7 +152,7 @@ def check_cifar10(layers: dict) -> None:
 
 
 @DATASETS.register(
-    "cifar10", preflight=check_cifar10,
+    "cifar10", preflight=check_cifar10, traits={"augmentation": "crop-flip"},
     download=Param(bool, default=False, help="let torchvision download CIFAR-10 if it is missing"),
     train_samples=Param(int, default=50000, low=10, high=50000, help="stratified subset of the training set"),
     val_samples=Param(int, default=10000, low=10, high=10000, help="stratified subset of the test set"))
@@ -166,64 +171,113 @@ def cifar10(params: dict) -> Dataset:
 
 # --------------------------------------------------------------------------- ImageNet
 
-def imagenet_folder() -> Path:
-    """The ImageFolder validation directory: one sub-folder of images per class."""
+def imagenet_folder(split: str = "val") -> Path | None:
+    """The ImageFolder directory of ImageNet's ``split`` (val or train): one sub-folder of images
+    per class; None when there is none."""
     root = data_directory()
-    candidates = [root / "imagenet" / "val", root / "val"]
-    for folder in candidates:
+    for folder in (root / "imagenet" / split, root / split):
         if folder.is_dir() and any(child.is_dir() for child in folder.iterdir()):
             return folder
-    raise DatasetError(
-        f"ImageNet validation images not found: looked for class folders in "
-        f"{', '.join(map(str, candidates))}. Put the ILSVRC2012 validation set there as one folder per "
-        f"class (n01440764/, ... as torchvision's ImageFolder expects), or point --data-dir "
-        f"(or {DATA_DIR_VARIABLE}) at the folder that holds imagenet/val/.")
+    return None
 
 
-def _imagenet_images(params: dict):
+def _missing_imagenet(split: str, why: str) -> DatasetError:
+    root = data_directory()
+    return DatasetError(
+        f"ImageNet {why}: looked for class folders in {root / 'imagenet' / split}, {root / split}. Put the "
+        f"ILSVRC2012 {'validation set' if split == 'val' else 'training images (a few per class suffice)'} there "
+        f"as one folder per class (n01440764/, ... as torchvision's ImageFolder expects), or point --data-dir "
+        f"(or {DATA_DIR_VARIABLE}) at the folder that holds imagenet/{split}/.")
+
+
+@functools.lru_cache(maxsize=8)
+def _imagenet_images(folder: Path, size: int):
+    """The ImageFolder of ``folder`` (scanned once per process), centre-cropped to ``size``."""
     from torchvision import datasets, transforms
 
-    size = params["image_size"]
     transform = transforms.Compose([transforms.Resize(round(size * 256 / 224)), transforms.CenterCrop(size),
                                     transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)])
     try:
-        return datasets.ImageFolder(str(imagenet_folder()), transform=transform)
+        return datasets.ImageFolder(str(folder), transform=transform)
     except (FileNotFoundError, OSError) as error:
-        raise DatasetError(f"ImageNet folder {imagenet_folder()} is not an ImageFolder: {error}") from None
+        raise DatasetError(f"ImageNet folder {folder} is not an ImageFolder: {error}") from None
+
+
+def _imagenet_split(params: dict, split: str):
+    folder = imagenet_folder(split)
+    if folder is None:
+        raise _missing_imagenet(split, "validation images not found" if split == "val" else
+                                "training images not found")
+    return _imagenet_images(folder, params["image_size"])
+
+
+def training_needs(layers: dict) -> list[str]:
+    """What in this configuration uses training images (empty: nothing does): training or
+    fine-tuning the model, and compressions that calibrate or fine-tune (their ``training_images`` trait)."""
+    needs = []
+    model, compression = layers.get("model", {}), layers.get("compression", {})
+    if model.get("epochs"):
+        needs.append(f"model.epochs {model['epochs']} {'fine-tunes the weights' if model.get('weights') else 'trains'}")
+    technique = compression.get("technique")
+    uses = COMPRESSIONS.trait(technique, "training_images") if technique else None
+    if uses and uses(compression):
+        needs.append(f"compression {technique} {uses(compression)}")
+    return needs
 
 
 def check_imagenet(layers: dict) -> None:
-    """Preflight: models come with weights (there is no training split), the folder has classes
-    with images, and one image decodes."""
+    """Preflight: models come with weights (ImageNet is not trained from scratch here), the val/
+    folder has classes with images and one decodes, and where the trial uses training images
+    (fine-tuning, calibration) a train/ folder with the same classes holds them."""
     model = layers.get("model", {})
     if model.get("epochs") and not model.get("weights"):
-        raise DatasetError("imagenet provides only validation images, so models cannot be trained on it: "
-                           "set model.weights (a checkpoint per {architecture}, or 'torchvision' for "
-                           "pretrained weights, or --weights) and model.epochs: 0")
-    images = _imagenet_images(layers["dataset"])
+        raise DatasetError("imagenet models are not trained from scratch here: set model.weights (a checkpoint "
+                           "per {architecture}, or 'torchvision' for pretrained weights, or --weights) and "
+                           "model.epochs: 0 to use them as they are (or a few epochs to fine-tune on train/)")
+    images = _imagenet_split(layers["dataset"], "val")
     try:
         images[0]
     except Exception as error:  # noqa: BLE001  (PIL raises many kinds)
         raise DatasetError(f"cannot read {images.samples[0][0]}: {error}") from None
+    needs = training_needs(layers)
+    if needs and imagenet_folder("train") is None:
+        raise _missing_imagenet("train", f"training images are needed ({'; '.join(needs)}) - never the "
+                                "validation images accuracy is measured on - but none were found")
+    if needs and _imagenet_split(layers["dataset"], "train").classes != images.classes:
+        raise DatasetError(f"ImageNet train/ and val/ hold different class folders ({imagenet_folder('train')}, "
+                           f"{imagenet_folder('val')}); both need the same classes")
+
+
+def _read_imagenet(images, chosen: np.ndarray, size: int) -> np.ndarray:
+    if not len(chosen):
+        return np.zeros((0, 3, size, size), np.float32)
+    try:
+        return np.stack([images[i][0].numpy() for i in chosen])
+    except Exception as error:  # noqa: BLE001
+        raise DatasetError(f"reading ImageNet images from {images.root} failed: {error}") from None
 
 
 @DATASETS.register(
-    "imagenet", preflight=check_imagenet,
+    "imagenet", preflight=check_imagenet, traits={"augmentation": "crop-flip"},
     image_size=Param(int, default=224, low=32, high=512, help="centre-crop side (resized to size*256/224 first)"),
-    val_samples=Param(int, default=1000, low=10, high=50000, help="stratified subset used for accuracy"))
+    val_samples=Param(int, default=1000, low=10, high=50000, help="stratified subset used for accuracy"),
+    train_samples=Param(int, default=1000, low=0, high=1281167,
+                        help="stratified subset of train/ for fine-tuning and int8 calibration (a few per class)"))
 def imagenet(params: dict) -> Dataset:
-    """ImageNet validation images (ImageFolder layout), centre-cropped and normalised; no training split
-    (use pretrained weights: model.weights)."""
-    images = _imagenet_images(params)
-    labels = np.asarray(images.targets, dtype=np.int64)
-    chosen = stratified_subset(labels, params["val_samples"], params["split_seed"])
-    try:
-        val_x = np.stack([images[i][0].numpy() for i in chosen])
-    except Exception as error:  # noqa: BLE001
-        raise DatasetError(f"reading ImageNet images from {imagenet_folder()} failed: {error}") from None
+    """ImageNet in the ImageFolder layout: val/ centre-cropped and normalised for accuracy, and where
+    there is a train/ folder a stratified subset of it for fine-tuning and calibration."""
+    val = _imagenet_split(params, "val")
+    val_labels = np.asarray(val.targets, dtype=np.int64)
+    val_index = stratified_subset(val_labels, params["val_samples"], params["split_seed"])
     size = params["image_size"]
-    return Dataset("imagenet", np.zeros((0, 3, size, size), np.float32), np.zeros(0, np.int64),
-                   val_x, labels[chosen], len(images.classes))
+    train_x, train_y = np.zeros((0, 3, size, size), np.float32), np.zeros(0, np.int64)
+    if imagenet_folder("train") is not None and params.get("train_samples", 0):
+        train = _imagenet_split(params, "train")
+        labels = np.asarray(train.targets, dtype=np.int64)
+        index = stratified_subset(labels, params["train_samples"], params["split_seed"])
+        train_x, train_y = _read_imagenet(train, index, size), labels[index]
+    return Dataset("imagenet", train_x, train_y, _read_imagenet(val, val_index, size),
+                   val_labels[val_index], len(val.classes))
 
 
 CLASSES = {"digits": 10, "cifar10": 10, "imagenet": 1000}

@@ -8,12 +8,13 @@ import os
 import pickle
 import sys
 import time
+import urllib.parse
 from pathlib import Path
 
 from dlas_dse.cache import ArtifactCache, code_fingerprint
 from dlas_dse.lazy import lazy_import
-from dlas_dse.registry import MODELS, PreflightError
-from dlas_dse.stack.datasets import Dataset
+from dlas_dse.registry import DATASETS, MODELS, PreflightError
+from dlas_dse.stack.datasets import Dataset, input_geometry
 
 torch = lazy_import("torch")
 nn = lazy_import("torch.nn")
@@ -23,6 +24,7 @@ SMALL_INPUT = 64
 """Inputs up to this side get the CIFAR-style stem (no early downsampling)."""
 PRETRAINED = "torchvision"
 """model.weights value for torchvision's pretrained ImageNet weights."""
+IMAGENET_CLASSES = 1000
 
 
 def _resnet(model: nn.Module, image_size: int) -> nn.Module:
@@ -106,27 +108,62 @@ def training_device() -> torch.device:
     return torch.device("cpu")
 
 
+def crop_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image randomly cropped back to its size from a copy zero-padded by 1/8 of its side,
+    and flipped left-right with probability 1/2 (the usual CIFAR-10 augmentation)."""
+    n, channels, height, width = images.shape
+    pad = max(1, height // 8)
+    padded = nn.functional.pad(images, (pad, pad, pad, pad))
+    rows = torch.arange(height) + torch.randint(0, 2 * pad + 1, (n, 1), generator=generator)
+    cols = torch.arange(width) + torch.randint(0, 2 * pad + 1, (n, 1), generator=generator)
+    flip = torch.rand(n, generator=generator) < 0.5
+    cols = torch.where(flip[:, None], cols.flip(1), cols)
+    return padded[torch.arange(n)[:, None, None, None], torch.arange(channels)[None, :, None, None],
+                  rows[:, None, :, None], cols[:, None, None, :]]
+
+
+AUGMENTATIONS = {"none": lambda images, generator: images, "crop-flip": crop_flip}
+"""model.augmentation: how a training batch is transformed before each step."""
+
+
+def augmentation(params: dict, dataset: Dataset) -> str:
+    """The augmentation a training run uses: the model's, or for ``auto`` the one the dataset declares."""
+    if params.get("augmentation", "auto") != "auto":
+        return params["augmentation"]
+    return DATASETS.trait(dataset.name, "augmentation", "none")
+
+
+LR_SCHEDULES = {
+    "one-cycle": lambda optimizer, lr, steps: torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=steps),
+    "cosine": lambda optimizer, lr, steps: torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=steps),
+    "constant": lambda optimizer, lr, steps: torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+}
+"""model.schedule: the learning rate over the run's ``steps`` optimiser steps."""
+
+
 def train(model: nn.Module, dataset: Dataset, params: dict) -> dict:
-    """SGD with momentum, one-cycle learning rate; returns the final epoch's loss and accuracy."""
+    """SGD with Nesterov momentum, weight decay, the configured schedule and augmentation, on the
+    GPU when there is one; returns the final epoch's loss and accuracy."""
     if params["epochs"] and not len(dataset.train_y):
-        raise ValueError(f"dataset {dataset.name} has no training split: set model.weights (a checkpoint, "
-                         f"or '{PRETRAINED}') to evaluate pretrained models")
+        raise ValueError(f"dataset {dataset.name} has no training images to train on; give it some (ImageNet: "
+                         "a train/ folder beside val/) or set model.epochs: 0 with model.weights")
     device = training_device()
     model.to(device).train()
     generator = torch.Generator().manual_seed(params["seed"])
     x, y = torch.from_numpy(dataset.train_x), torch.from_numpy(dataset.train_y)
+    augment = AUGMENTATIONS[augmentation(params, dataset)]
     steps_per_epoch = max(1, -(-len(y) // params["batch_size"]))
     optimizer = torch.optim.SGD(model.parameters(), lr=params["learning_rate"], momentum=0.9,
-                                weight_decay=5e-4, nesterov=True)
-    scheduler = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=params["learning_rate"], total_steps=max(1, params["epochs"] * steps_per_epoch))
+                                weight_decay=params.get("weight_decay", 5e-4), nesterov=True)
+    scheduler = LR_SCHEDULES[params.get("schedule", "one-cycle")](
+        optimizer, params["learning_rate"], max(1, params["epochs"] * steps_per_epoch))
     stats = {"epochs": params["epochs"], "train_loss": None, "train_accuracy": None}
     for _ in range(params["epochs"]):
         order = torch.randperm(len(y), generator=generator)
         loss_sum, correct = 0.0, 0
         for start in range(0, len(y), params["batch_size"]):
             index = order[start:start + params["batch_size"]]
-            inputs, labels = x[index].to(device), y[index].to(device)
+            inputs, labels = augment(x[index], generator).to(device), y[index].to(device)
             optimizer.zero_grad(set_to_none=True)
             logits = model(inputs)
             loss = nn.functional.cross_entropy(logits, labels)
@@ -136,7 +173,9 @@ def train(model: nn.Module, dataset: Dataset, params: dict) -> dict:
             loss_sum += loss.item() * len(index)
             correct += int((logits.argmax(1) == labels).sum())
         stats.update(train_loss=loss_sum / len(y), train_accuracy=correct / len(y))
-    recalibrate_batchnorm(model, x, params["batch_size"], device)
+    if len(y):
+        recalibrate_batchnorm(model, x, params["batch_size"], device)
+    model.cpu().eval()
     return stats
 
 
@@ -164,38 +203,44 @@ def recalibrate_batchnorm(model: nn.Module, images: torch.Tensor, batch_size: in
 
 def trained_model(params: dict, dataset: Dataset, dataset_params: dict,
                   cache: ArtifactCache) -> tuple[nn.Module, dict]:
-    """The trained model for (dataset, architecture, recipe, seed), from the cache when possible.
+    """The model for (dataset, architecture, recipe, seed, weights), from the cache when possible:
+    trained from scratch, fine-tuned from ``model.weights`` (``epochs`` > 0), or those weights as
+    they are (``epochs`` 0).
 
     Returns the model in eval mode on the CPU and a record with the checkpoint key, cache hit,
-    training time and final training statistics.
+    training time, final training statistics and the weights started from.
     """
     source = weights_source(params, dataset_params)
-    if source:
+    started_from = {"weights": source} if source else {}
+    if source and not params["epochs"]:
         model = build_model(params, dataset)
         load_weights(model, source, params, dataset)
-        return model.eval(), {"checkpoint": f"weights-{_digest(source)}", "hit": True, "weights": source}
-    inputs = {"dataset": dataset_params, "model": params, "torch": torch.__version__,
+        return model.eval(), {"checkpoint": f"weights-{_digest(source)}", "hit": True, **started_from}
+    inputs = {"dataset": dataset_params, "model": {**params, "weights": _digest(source) if source else ""},
+              "torch": torch.__version__,
               "code": code_fingerprint(sys.modules[__name__], sys.modules[Dataset.__module__])}
 
     def create(directory: Path) -> dict:
         model = build_model(params, dataset)
+        if source:
+            load_weights(model, source, params, dataset)
         started = time.perf_counter()
         stats = train(model, dataset, params)
         stats["train_seconds"] = time.perf_counter() - started
-        torch.save(model.cpu().state_dict(), directory / "checkpoint.pt")
+        torch.save(model.state_dict(), directory / "checkpoint.pt")
         return stats
 
     directory, hit = cache.get_or_create("train", inputs, create)
     model = build_model(params, dataset)
     model.load_state_dict(torch.load(directory / "checkpoint.pt", weights_only=True, map_location="cpu"))
     metadata = json.loads((directory / "meta.json").read_text())
-    return model.eval(), {"checkpoint": directory.name, "hit": hit, **{
+    return model.eval(), {"checkpoint": directory.name, "hit": hit, **started_from, **{
         k: metadata.get(k) for k in ("train_seconds", "train_loss", "train_accuracy")}}
 
 
 def weights_source(params: dict, dataset_params: dict) -> str:
-    """The user's checkpoint for this model ('' to train): model.weights with {architecture} and
-    {dataset} replaced."""
+    """The user's checkpoint for this model ('' to train from scratch): model.weights with
+    {architecture} and {dataset} replaced."""
     try:
         return params.get("weights", "").format(architecture=params["architecture"], dataset=dataset_params["name"])
     except (KeyError, IndexError, ValueError) as error:
@@ -203,13 +248,33 @@ def weights_source(params: dict, dataset_params: dict) -> str:
                              f"may be replaced ({error})") from None
 
 
+def pretrained_file(architecture: str) -> tuple[Path, str]:
+    """Where torch hub keeps torchvision's pretrained ImageNet weights of ``architecture``, and their URL."""
+    url = torchvision.models.get_model_weights(architecture).DEFAULT.url
+    return Path(torch.hub.get_dir()) / "checkpoints" / Path(urllib.parse.urlparse(url).path).name, url
+
+
 def check_weights(layers: dict) -> None:
-    """Preflight of model.weights: a named checkpoint file must exist."""
+    """Preflight of model.weights: a named checkpoint file exists; torchvision's pretrained weights
+    are in the torch hub cache (nothing is downloaded) and fit the dataset's classes and input."""
+    architecture = layers["model"]["architecture"]
     source = weights_source(layers["model"], layers["dataset"])
-    if source and source != PRETRAINED and not Path(source).is_file():
-        raise PreflightError(f"model.weights: checkpoint {source} (for {layers['model']['architecture']}) "
-                             "does not exist; give a state_dict saved with torch.save, or remove model.weights "
-                             "to train the model")
+    if source == PRETRAINED:
+        side, classes = input_geometry(layers["dataset"])
+        if classes != IMAGENET_CLASSES or side <= SMALL_INPUT:
+            raise PreflightError(f"model.weights {PRETRAINED}: torchvision's pretrained {architecture} has "
+                                 f"{IMAGENET_CLASSES} ImageNet classes and a stem for inputs above {SMALL_INPUT} px, "
+                                 f"but {layers['dataset']['name']} has {classes} classes at {side} px; use them "
+                                 "for imagenet only (e.g. --weights imagenet=torchvision)")
+        path, url = pretrained_file(architecture)
+        if not path.is_file():
+            raise PreflightError(f"model.weights {PRETRAINED}: {path} is missing, and nothing is downloaded here. "
+                                 f"Fetch {url} to that path on a machine with internet (e.g. `curl -L {url} -o "
+                                 f"{path}`), set TORCH_HOME to a folder whose hub/checkpoints/ holds it, or give "
+                                 "the checkpoint file itself as model.weights")
+    elif source and not Path(source).is_file():
+        raise PreflightError(f"model.weights: checkpoint {source} (for {architecture}) does not exist; give a "
+                             "state_dict saved with torch.save, or remove model.weights to train the model")
 
 
 MODELS.preflight = check_weights
@@ -223,11 +288,12 @@ def _digest(source: str) -> str:
 
 def load_weights(model: nn.Module, source: str, params: dict, dataset: Dataset) -> None:
     """Load a checkpoint (a state_dict, loaded with weights_only=True) or torchvision's pretrained
-    weights into ``model``; a checkpoint that does not fit says why."""
+    weights (from the torch hub cache) into ``model``; weights that do not fit say why."""
     architecture = params["architecture"]
     try:
         if source == PRETRAINED:
-            state = torchvision.models.get_model_weights(architecture).DEFAULT.get_state_dict(progress=False)
+            check_weights({"model": params, "dataset": {"name": dataset.name, "image_size": dataset.image_shape[-1]}})
+            state = torchvision.models.get_model(architecture, weights="DEFAULT").state_dict()
         else:
             state = torch.load(source, weights_only=True, map_location="cpu")
             state = state.get("state_dict", state.get("model", state)) if isinstance(state, dict) else state

@@ -3,6 +3,7 @@ trial of it, from the configuration to the stored objectives."""
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Callable
 
@@ -12,7 +13,7 @@ from optuna.trial import TrialState
 from dlas_dse.config import StudyConfig
 from dlas_dse.distinct import DistinctSampler, Proposal
 from dlas_dse.registry import LAYERS
-from dlas_dse.space import SearchSpace, nest
+from dlas_dse.space import SearchSpace, config_key, nest
 from dlas_dse.study.budget import claim_budget, counted_trials, tuning_allowance
 from dlas_dse.study.opening import open_storage, open_study, storage_source
 from dlas_dse.study.progress import Progress, summary
@@ -25,14 +26,27 @@ MAX_EXCLUDED_IN_A_ROW = 200
 """Stop when the sampler keeps proposing combinations the space's constraints exclude."""
 
 
+TRAINING_SIDE = ("dataset.name", "model.architecture", "compression.technique")
+"""Selectors whose combination decides what a trial loads, trains and calibrates on: the dataset
+and model checks run for each combination (ImageNet + int8 needs train/, ImageNet + resnet50 its weights)."""
+
+
+def _checked_configurations(space: SearchSpace, layer: str, selector: str) -> list[dict]:
+    """The configurations a layer's checks run on: one per value of its selector, or for the
+    dataset and model layers one per combination of the :data:`TRAINING_SIDE` selectors."""
+    names = TRAINING_SIDE if selector in TRAINING_SIDE[:2] else (selector,)
+    names = tuple(n for n in names if any(p.name == n for p in space.parameters))
+    combinations = itertools.product(*(space.parameter(n).values for n in names))
+    unique = {config_key(c): c for c in (space.representative(**dict(zip(names, values))) for values in combinations)}
+    return [nest(c) for c in unique.values()]
+
+
 def preflight(space: SearchSpace) -> None:
-    """Run every selectable technique's preflight check (data present, device reachable) so a
-    study stops before any training when it cannot run; raises PreflightError."""
+    """Run every selectable technique's preflight check (data present, weights there, device
+    reachable) so a study stops before any training when it cannot run; raises PreflightError."""
     for layer, registry in LAYERS.items():
-        selector = f"{layer}.{registry.selector}"
-        for name in space.parameter(selector).values:
-            layers = nest(space.representative(**{selector: name}))
-            for check in (registry.get(name).preflight, registry.preflight):
+        for layers in _checked_configurations(space, layer, f"{layer}.{registry.selector}"):
+            for check in (registry.get(layers[layer][registry.selector]).preflight, registry.preflight):
                 if check is not None:
                     check(layers)
 

@@ -122,6 +122,10 @@ def tuning_changes_best_algorithm(frame: pd.DataFrame) -> Finding:
                        "and tuned (metaschedule) with every other parameter equal")
     judgement = judge(groups)
     lines = [group_line(group, judged) for group, judged in judgement.groups.items()]
+    partly = frame[(tuning == "metaschedule") & (frame.get("tuning_default_tasks", 0) > 0)]
+    if len(partly):
+        lines.append(f"- {len(partly)} tuned trials (e.g. {', '.join(map(str, partly['trial'][:3]))}) kept the default "
+                     "schedule of tasks MetaSchedule cannot tune (sparse loops): their tuned figures are partly untuned")
     return finding_of(judgement, "the untuned fastest algorithm lost >5% tuned to one it beat >5% untuned",
                     "settings", lines)
 

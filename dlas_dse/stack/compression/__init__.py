@@ -9,7 +9,8 @@ A technique is ``function(model, dataset, params, fine_tune) -> (model, record)`
 deterministic in the structure it produces, so that a cached result is rebuilt by running the
 technique again without fine-tuning (``fine_tune=None``) and loading the cached state dict. A
 technique that changes the arithmetic names it in its record (``precision``, ``tolerance``, and for
-int8 ``calibration`` with the ``calibration_split`` and ``calibration_samples`` that set it);
+int8 ``calibration`` with the ``calibration_split``, ``calibration_samples`` and ``calibration_digest``
+of the training images that set it);
 :func:`compress` hands them on as the fields of :class:`Compressed`.
 """
 

@@ -29,6 +29,11 @@ FINE_TUNING = {
 """Parameters of the techniques that fine-tune."""
 
 
+def fine_tuning_images(params: dict) -> str | None:
+    """The ``training_images`` trait of the techniques that fine-tune: why they use training images."""
+    return f"fine-tunes for {params['finetune_epochs']} epochs on them" if params.get("finetune_epochs") else None
+
+
 @dataclass(frozen=True)
 class Compressed:
     """What layer 3 hands to layers 4 and 5: the deployable model and what its compilation and its
@@ -85,6 +90,6 @@ def compress(model: nn.Module, dataset: Dataset, params: dict, model_params: dic
     compressed, _ = technique(copy.deepcopy(model), dataset, params, None)
     compressed.load_state_dict(torch.load(directory / "compressed.pt", weights_only=True, map_location="cpu"))
     record = cache.metadata(directory)["record"]
-    calibration_images = (dataset.images(record["calibration_split"])[:record["calibration_samples"]]
-                          if "calibration_split" in record else None)
+    calibration_images = (dataset.calibration_images(record["calibration_samples"])
+                          if "calibration_samples" in record else None)
     return Compressed(compressed.eval(), {**record, "hit": hit, "compressed": directory.name}, calibration_images)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dlas_dse.lazy import lazy_import
 from dlas_dse.registry import COMPRESSIONS, Param
-from dlas_dse.stack.compression.base import FINE_TUNING, FineTune
+from dlas_dse.stack.compression.base import FINE_TUNING, FineTune, fine_tuning_images
 from dlas_dse.stack.datasets import Dataset
 from dlas_dse.stack.models import count_parameters
 
@@ -22,7 +22,7 @@ def _classifiers(model: nn.Module, num_classes: int) -> list[nn.Module]:
 
 
 @COMPRESSIONS.register(
-    "channel_pruning", **FINE_TUNING, traits={"removed_channels": "ratio"},
+    "channel_pruning", **FINE_TUNING, traits={"removed_channels": "ratio", "training_images": fine_tuning_images},
     ratio=Param(float, default=0.25, low=0.01, high=0.9, help="share of channels removed from each layer"))
 def channel_pruning(model: nn.Module, dataset: Dataset, params: dict, fine_tune: FineTune) -> tuple[nn.Module, dict]:
     """Structured L1-norm channel pruning with torch-pruning's dependency graph (residual and

@@ -3,6 +3,8 @@ format it deploys in (the Relax lowering and its PyTorch reference, in ``_int8_l
 
 from __future__ import annotations
 
+import hashlib
+
 from dlas_dse.lazy import lazy_import
 from dlas_dse.registry import COMPRESSIONS, Param
 from dlas_dse.stack.compression.base import FineTune
@@ -33,20 +35,20 @@ def calibrate_input_scales(model: nn.Module, images: torch.Tensor, batch_size: i
 
 
 @COMPRESSIONS.register(
-    "int8", traits={"weight_bits": 8}, calibration_images=Param(int, default=512, low=1, high=100000,
+    "int8", traits={"weight_bits": 8, "training_images": lambda p: f"calibrates on {p['calibration_images']} of them"}, calibration_images=Param(int, default=512, low=1, high=100000,
                                      help="training images whose activation ranges set the input scales"))
 def int8(model: nn.Module, dataset: Dataset, params: dict, fine_tune: FineTune) -> tuple[nn.Module, dict]:
     """Post-training int8 quantisation: per-channel symmetric weights, per-tensor activations
     calibrated on training images; the deployed module computes int8 x int8 with int32 accumulation."""
-    split = "train" if len(dataset.train_y) else "validation"
-    images = dataset.images(split)[:params["calibration_images"]]
+    images = dataset.calibration_images(params["calibration_images"])
     # The compiled module is checked against an int8 PyTorch reference of the same arithmetic, which
     # it matches bit for bit on host-cpu. Where float rounding differs (a schedule that does not
     # contract rescale and bias into one multiply-add, the summation order of a pooling), an input
     # lands on the other side of a rounding boundary and the flip propagates through later layers:
     # hence 5% of the largest logit. A wrong kernel is off by ~100%.
     return model, {"precision": "int8", "calibration": calibrate_input_scales(model, torch.from_numpy(images)),
-                   "calibration_split": split, "calibration_samples": len(images), "tolerance": 5e-2}
+                   "calibration_split": "train", "calibration_samples": len(images),
+                   "calibration_digest": hashlib.sha256(images.tobytes()).hexdigest()[:16], "tolerance": 5e-2}
 
 
 @PRECISIONS.register("int8")

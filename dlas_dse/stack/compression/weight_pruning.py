@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dlas_dse.lazy import lazy_import
 from dlas_dse.registry import COMPRESSIONS, Param
-from dlas_dse.stack.compression.base import FINE_TUNING, FineTune
+from dlas_dse.stack.compression.base import FINE_TUNING, FineTune, fine_tuning_images
 from dlas_dse.stack.datasets import Dataset
 
 torch = lazy_import("torch")
@@ -47,7 +47,7 @@ def global_magnitude_masks(weights: list[torch.Tensor], target: float, layer_cap
 
 
 @COMPRESSIONS.register(
-    "weight_pruning", **FINE_TUNING, traits={"zeroed_weights": "sparsity"},
+    "weight_pruning", **FINE_TUNING, traits={"zeroed_weights": "sparsity", "training_images": fine_tuning_images},
     sparsity=Param(float, default=0.5, low=0.01, high=0.99, help="share of conv/linear weights set to zero"),
     max_layer_sparsity=Param(float, default=0.95, low=0.01, high=0.999,
                              help="no layer loses more than this share (raised to sparsity if below it)"))
