@@ -3,8 +3,9 @@ total, and how many times each expensive stage actually runs once the artifact c
 
 A stage's result depends only on some parameters (its cache key): training on the dataset and the
 model, compression also on the compression, a build also on the algorithm, the software and the
-device (not the thread count: threads are a run-time setting). Points that agree on those share
-the stage's artifact, whatever the order or the worker that reaches them first.
+device (not the thread count: threads are a run-time setting, except for a tuned build, tuned at
+the thread count it runs at). Points that agree on those share the stage's artifact, whatever the
+order or the worker that reaches them first.
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ def _run_time() -> set[str]:
 STAGE_NOTES = {
     "trainings": "one per (dataset, model, training recipe)",
     "compressions": "one per trained model and compression technique (none reuses the trained model)",
-    "builds": "one per (compressed model, algorithm, format, tuning, target); each build also has an "
+    "builds": "one per (compressed model, algorithm, format, tuning, target; tuned: and thread count); each build also has an "
               "evaluation build at the evaluation batch, and accuracy is computed once per evaluation build",
     "tuning runs": "builds with metaschedule; each tunes only the workloads the target's shared database lacks",
     "measurements": "every point (latency is never reused)",
@@ -50,6 +51,11 @@ STAGE_NOTES = {
 def _key(config: Config, prefixes: tuple[str, ...], ignored: frozenset[str] = frozenset()) -> tuple:
     return tuple(sorted((name, repr(value)) for name, value in config.items()
                         if name not in ignored and any(name.startswith(prefix) for prefix in prefixes)))
+
+
+def _build_key(config: Config, prefixes: tuple[str, ...], ignored: frozenset[str]) -> tuple:
+    """A build's key: a tuned build is tuned at its run-time settings (threads), which are then part of it."""
+    return _key(config, prefixes, frozenset() if config.get("software.tuning", "untuned") != "untuned" else ignored)
 
 
 @dataclass
@@ -88,8 +94,8 @@ def plan_grid(space: SearchSpace) -> GridPlan:
     stages = {"trainings": len({_key(point, inputs["trainings"], ignored) for point in points}),
               "compressions": len({_key(point, inputs["compressions"], ignored) for point in points
                                    if point.get("compression.technique") != "none"}),
-              "builds": len({_key(point, inputs["builds"], ignored) for point in points})}
-    stages["tuning runs"] = len({_key(point, inputs["builds"], ignored) for point in points
+              "builds": len({_build_key(point, inputs["builds"], ignored) for point in points})}
+    stages["tuning runs"] = len({_build_key(point, inputs["builds"], ignored) for point in points
                                  if point.get("software.tuning") == "metaschedule"})
     stages["measurements"] = len(points)
     per_platform = collections.Counter(point.get("hardware.device", "") for point in points)

@@ -207,9 +207,10 @@ def test_command_line_overrides_are_validated(capsys):
     assert "command line: --storage: expected an SQLAlchemy URL" in capsys.readouterr().err
     assert main(["grid", "--study", "quickstart", "--dry-run", "--hardware", "tpu"]) == 2
     assert "command line (over " in capsys.readouterr().err
-    assert main(["grid", "--study", "quickstart", "--dry-run", "--weights", "imagenet=torchvision"]) == 2
+    assert main(["grid", "--study", "quickstart", "--dry-run", "--weights", "imagenett=torchvision"]) == 2
     error = capsys.readouterr().err
-    assert "command line (over " in error and "model.weights.per.dataset.name: 'imagenet' never occurs" in error
+    assert "command line (over " in error and "model.weights.per.dataset.name: 'imagenett' never occurs" in error
+    assert main(["grid", "--study", "quickstart", "--dry-run", "--weights", "imagenet=torchvision"]) == 0  # not here
     assert main(["grid", "--study", "quickstart", "--dry-run", "--weights", "a.pt", "b.pt"]) == 2
     assert "command line: --weights: give one SOURCE for every dataset" in capsys.readouterr().err
     assert main(["grid", "--study", "quickstart", "--dry-run", "--weights", "digits=a.pt"]) == 0

@@ -27,11 +27,17 @@ def test_paper_grid_has_the_documented_points_and_shared_stages(in_repository):
     assert len(plan.points) == 7056 == per_setting * (3 * 2 + 1)  # three CPU platforms x 2 thread counts + a GPU
     assert plan.per_platform == {"host-cpu": 2 * per_setting, "x86-avx2": 2 * per_setting,
                                  "edge-arm": 2 * per_setting, "cuda": per_setting}
-    assert plan.per_layer == {"dataset": 2, "model": 7, "compression": 8, "algorithm": 6, "software": 2,
-                              "hardware": 7}  # compression: four techniques + weight pruning at four sparsities
-    # threads do not change a build (one target per platform); "none" needs no compression run
-    assert plan.stages == {"trainings": 14, "compressions": 14 * 7, "builds": 4 * per_setting,
-                           "tuning runs": 2 * per_setting, "measurements": 7056}
+    # model: 7 architectures, each trained on cifar10 and pretrained for imagenet (epochs and weights per dataset);
+    # compression: four techniques + weight pruning at four sparsities
+    assert plan.per_layer == {"dataset": 2, "model": 14, "compression": 8, "algorithm": 6, "software": 2,
+                              "hardware": 7}
+    # threads do not change an untuned build (one target per platform), a tuned one is tuned at its threads:
+    # untuned builds on 4 targets, tuned on 3 CPUs x 2 thread counts + the GPU; "none" needs no compression run
+    untuned = per_setting // 2
+    assert plan.stages == {"trainings": 14, "compressions": 14 * 7, "builds": 4 * untuned + 7 * untuned,
+                           "tuning runs": 7 * untuned, "measurements": 7056}
+    imagenet = [p for p in plan.points if p["dataset.name"] == "imagenet"]
+    assert {(p["model.epochs"], p["model.weights"], p["dataset.train_samples"]) for p in imagenet} == {(0, "torchvision", 1000)}
     assert {point["compression.sparsity"] for point in plan.points
             if point["compression.technique"] == "weight_pruning"} == {0.5, 0.8, 0.9, 0.95}
     assert all(point["algorithm.format"] == "dense" or point["compression.technique"] == "weight_pruning"

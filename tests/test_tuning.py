@@ -79,6 +79,9 @@ def test_tuning_is_checked_and_shared_through_the_database(tmp_path):
     assert second["default_scheduled"] == first["default_scheduled"]
     third = build(2, cache, {"conv": "direct"}, threads=1)  # same workloads at another thread count
     assert third["database_hits"] == 0 and third["tuned_tasks"] == 3  # its records are its own
+    # the first model at 1 thread: a build of its own from the 1-thread records, not the 2-thread build
+    fourth = build(0, cache, {"conv": "direct"}, threads=1)
+    assert fourth["database_hits"] == 3 and fourth["tuned_tasks"] == 0
     assert len([path for path in (cache.root / "tuning").iterdir() if not path.name.startswith(".")]) == 2
 
 

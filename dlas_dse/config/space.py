@@ -58,12 +58,19 @@ def _per_value(file: Path, name: str, raw: dict, schema: Param, known: dict[str,
     if not isinstance(by, str):
         raise ConfigError(file, f"{name}.per", f"expected the name of an earlier discrete parameter, e.g. "
                           f"dataset.name; defined: {', '.join(known)}")
-    condition = _condition(file, f"{name}.per", {by: list(specs)}, known)
+    layer, _, key = by.partition(".")
+    by_schema = LAYERS[layer].parameters().get(key) if layer in LAYERS else None
+    taken = known[by].values if by in known and known[by].discrete else ()
+    # a value this space never takes is skipped when it is a valid one (e.g. a dataset replaced on the
+    # command line); anything else is reported as a value that never occurs
+    wrong = [v for v in specs if v not in taken and (by_schema is None or by_schema.check(v))]
+    _condition(file, f"{name}.per", {by: wrong or list(taken[:1]) or list(specs)[:1]}, known)  # raises what is wrong
+    specs = {value: spec for value, spec in specs.items() if value in taken}
     parameters = [_parameter(file, name, spec, schema, known, {by: (value,)}) for value, spec in specs.items()]
     if sum(p.kind != "fixed" for p in parameters) > 1:  # Optuna gives one parameter name one distribution
         raise ConfigError(file, f"{name}.values", f"only one value of {by} may give {name} choices or a range; "
                           "fix it for the others, or split the study per value")
-    rest = tuple(v for v in known[by].values if v not in condition[by])
+    rest = tuple(v for v in taken if v not in specs)
     if rest:
         if schema.default is None:
             raise ConfigError(file, f"{name}.values", f"no value for {by} {', '.join(map(repr, rest))}, and "

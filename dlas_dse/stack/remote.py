@@ -99,8 +99,8 @@ def how_to_start(device: str, key: str, host: str, port: int, target: dict) -> s
             f"       TVM_NUM_THREADS=<its cores> python -m tvm.exec.rpc_server --tracker {host}:{port} --key {key}\n"
             f"  3. point dlas-dse at the tracker if it is not at {host}:{port}: {TRACKER_VARIABLE}=HOST:PORT\n"
             f"  or run the same space on this machine instead: add --hardware host-cpu\n"
-            + (f"  or on an emulated AArch64 board (QEMU; results real, latency not a board's; `make edge-board` "
-               f"builds it once): python -m dlas_dse board run -- <this command>\n"
+            + ("  or on an emulated AArch64 board (QEMU; results real, latency not a board's; `make edge-board` "
+               "builds it once): python -m dlas_dse board run -- <this command>\n"
                if str(target.get("mtriple", "")).startswith("aarch64") else "") +
             f"  (the catalogue entry {device!r} is in search_spaces/hardware.yaml)")
 

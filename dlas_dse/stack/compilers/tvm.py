@@ -94,8 +94,9 @@ def _schedule(mod: tvm.IRModule, request: BuildRequest, cache: ArtifactCache) ->
 def tvm_compiler(request: BuildRequest, cache: ArtifactCache) -> Build:
     """Apache TVM (Relax): torch.export import, layer-4 rewrite, default schedules or MetaSchedule
     tuning, build for the device's target."""
+    tuned = request.tune and request.software["tuning"] != "untuned"  # untuned: one build either way
     inputs = {"model": request.model_key, "batch_size": request.batch_size, "precision": request.precision,
-              "tune": request.tune and request.software["tuning"] != "untuned",  # untuned: one build either way
+              "tune": tuned, **({"threads": request.device.threads} if tuned else {}),  # tuned at its threads
               "algorithm": request.algorithm, "software": request.software,
               "target": request.device.target, "tvm": tvm.__version__,
               "code": code_fingerprint(*package_modules(__package__), *package_modules("dlas_dse.stack.compression"),
