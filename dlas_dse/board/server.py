@@ -48,7 +48,9 @@ def start(root: Path | None = None, key: str = KEY, port: int | None = None, thr
     state.pids.append(processes[0].pid)
     write_state(state, root)
     try:
-        server = chroot_command(root, ["python3", *server_arguments(port, free_port(), key)],
+        # the server forks a process per session; under QEMU user-mode emulation a fork of the
+        # multi-threaded server sometimes hangs before serving (seen in CI), so it spawns instead
+        server = chroot_command(root, ["python3", *server_arguments(port, free_port(), key, fork=False)],
                                 threads or os.cpu_count() or 1)
         processes.append(start_in_own_session(server, log))
         state.pids.append(processes[1].pid)

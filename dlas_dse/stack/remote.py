@@ -105,14 +105,21 @@ def how_to_start(device: str, key: str, host: str, port: int, target: dict) -> s
             f"  (the catalogue entry {device!r} is in search_spaces/hardware.yaml)")
 
 
+class NoBoard(RuntimeError):
+    """No board is registered under the key: a request to the tracker would wait for one forever."""
+
+
 class RemoteSession:
     """One board held through the tracker: upload libraries, load them, run on its CPU."""
 
     def __init__(self, host: str, port: int, key: str, threads: int, timeout_s: float):
         status = tracker_status(host, port, key)
         if not status.usable:  # the tracker would queue the request until a board registers: forever
-            raise RuntimeError(f"no board to run on: {status.describe()}")
-        self.session = rpc.connect_tracker(host, port).request(key, priority=1, session_timeout=int(timeout_s))
+            raise NoBoard(f"no board to run on: {status.describe()}")
+        # one attempt: TVM's retries after a board died while the session opened would queue at the
+        # tracker for a board that never comes back
+        self.session = rpc.connect_tracker(host, port).request(key, priority=1, session_timeout=int(timeout_s),
+                                                               max_retry=1)
         self.device, self.key = self.session.cpu(0), key
         self._loaded: dict[Path, tvm.runtime.Module] = {}
         self._counter: Callable | None = None
@@ -184,10 +191,12 @@ def start_tracker(port: int) -> subprocess.Popen:
                                  "--port", str(port), "--port-end", str(port + 1)])
 
 
-def server_arguments(tracker_port: int, server_port: int, key: str) -> list[str]:
-    """``tvm.exec.rpc_server``'s arguments: listen on 127.0.0.1:``server_port``, register under ``key``."""
+def server_arguments(tracker_port: int, server_port: int, key: str, fork: bool = True) -> list[str]:
+    """``tvm.exec.rpc_server``'s arguments: listen on 127.0.0.1:``server_port``, register under ``key``;
+    ``fork=False``: serve each session in a spawned process instead of a forked one."""
     return ["-m", "tvm.exec.rpc_server", "--host", "127.0.0.1", "--port", str(server_port),
-            "--port-end", str(server_port + 1), "--tracker", f"127.0.0.1:{tracker_port}", "--key", key]
+            "--port-end", str(server_port + 1), "--tracker", f"127.0.0.1:{tracker_port}", "--key", key,
+            *([] if fork else ["--no-fork"])]
 
 
 def wait_until_registered(port: int, key: str, processes: list[subprocess.Popen], timeout_s: float,

@@ -13,7 +13,7 @@ from dlas_dse.registry import Param
 from dlas_dse.stack.devices.base import Device
 from dlas_dse.stack.devices.catalogue import DEVICE_KINDS, CatalogueEntry
 from dlas_dse.stack.measurement import CpuTimes
-from dlas_dse.stack.remote import RemoteSession, how_to_start, parse_address, tracker_address, tracker_status
+from dlas_dse.stack.remote import NoBoard, RemoteSession, how_to_start, parse_address, tracker_address, tracker_status
 
 tvm = lazy_import("tvm")
 
@@ -53,7 +53,7 @@ class RemoteBoard(Device):
         try:
             yield
         except Exception as error:
-            if self._session is None:  # no session yet: the error says why none could be opened
+            if isinstance(error, NoBoard):  # nothing to run on: the error says so and how to start one
                 raise
             host, port = self.tracker
             now = tracker_status(host, port, self.details["key"]).describe()
