@@ -64,7 +64,8 @@ def _per_value(file: Path, name: str, raw: dict, schema: Param, known: dict[str,
     # a value this space never takes is skipped when it is a valid one (e.g. a dataset replaced on the
     # command line); anything else is reported as a value that never occurs
     wrong = [v for v in specs if v not in taken and (by_schema is None or by_schema.check(v))]
-    _condition(file, f"{name}.per", {by: wrong or list(taken[:1]) or list(specs)[:1]}, known)  # raises what is wrong
+    if wrong or not taken:  # an unknown or continuous 'per', or an invalid value: _condition says which
+        _condition(file, f"{name}.per", {by: wrong or list(specs)}, known)
     specs = {value: spec for value, spec in specs.items() if value in taken}
     parameters = [_parameter(file, name, spec, schema, known, {by: (value,)}) for value, spec in specs.items()]
     if sum(p.kind != "fixed" for p in parameters) > 1:  # Optuna gives one parameter name one distribution
