@@ -57,6 +57,8 @@ def test_onnxruntime_int8_quantizes_within_its_tolerance(tvm_fp32, shared_cache)
     assert attrs["verification"]["max_abs_error"] <= attrs["verification"]["allowed_error"]
     assert attrs["accuracy_first_batch_check"]["max_abs_error"] <= attrs["accuracy_first_batch_check"]["allowed_error"]
     assert fp32_bytes / 4 < values["size_bytes"] < fp32_bytes / 3  # 1 byte per weight + scales, int32 biases
+    # every convolution and the classifier on ORT's integer kernels (int8 activations left 15 in float)
+    assert build["int8_layers"] == 53 and build["float_layers"] == 0
     assert attrs["macs"] == tvm_fp32.attributes["macs"]
     assert values["accuracy"] == pytest.approx(tvm_fp32.values["accuracy"], abs=0.07)
 

@@ -1,9 +1,10 @@
 """The ``onnxruntime`` compiler: a torch.onnx (dynamo) export of the BatchNorm-folded model in an ONNX
 Runtime session on the CPU execution provider; int8 by ORT's static QDQ quantisation calibrated on
-the compression's images."""
+the compression's images, in the form ORT runs on integer kernels."""
 
 from __future__ import annotations
 
+import collections
 from pathlib import Path
 
 import numpy as np
@@ -41,6 +42,28 @@ REDUCE_RANGE = not _cpu_has_vnni()
 """ONNX Runtime's int8 kernels on x86 without VNNI (AVX2's vpmaddubsw) saturate 16-bit sums of
 8-bit products; 7-bit weights avoid that. Seen on a znver3 (AVX2) host: full-range int8 weights
 put mobilenet_v2's output 2.1 off the float model where 1.95 was allowed."""
+
+ACTIVATION_TYPE = "QUInt8"
+"""int8 activations as uint8 (U8S8, ONNX Runtime's form for x86): ORT fuses every QDQ-wrapped
+convolution into ``QLinearConv`` and residual additions into ``QLinearAdd``. With int8 activations
+(S8S8) ORT 1.32 on x86 kept 12 of resnet18's 20 convolutions (15 of mobilenet_v2's 52) as float
+``Conv`` between DequantizeLinear/QuantizeLinear, and the additions in float: an int8 peer slower
+than float32 (2026-12-06)."""
+INTEGER_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "ConvInteger", "MatMulInteger")
+FLOAT_OPS = ("Conv", "MatMul", "Gemm")
+
+
+def _layers_by_arithmetic(path: Path) -> dict:
+    """Convolutions and matrix products of the model at ``path`` as ONNX Runtime optimises it for
+    this CPU: on integer kernels (``int8_layers``) and in float (``float_layers``)."""
+    optimized = path.with_suffix(".optimized.onnx")
+    options = onnxruntime.SessionOptions()
+    options.optimized_model_filepath = str(optimized)
+    onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    ops = collections.Counter(node.op_type for node in onnx.load(optimized).graph.node)
+    optimized.unlink()
+    return {"int8_layers": sum(ops[op] for op in INTEGER_OPS), "float_layers": sum(ops[op] for op in FLOAT_OPS)}
+
 
 class OnnxRuntimeExecutable(Executable):
     """An ONNX Runtime session on the CPU execution provider: the device's threads within an
@@ -87,8 +110,9 @@ def onnx_parameter_bytes(model: onnx.ModelProto) -> int:
 @COMPILERS.register("onnxruntime")
 def onnxruntime_compiler(request: BuildRequest, cache: ArtifactCache) -> Build:
     """ONNX Runtime (CPU): torch.onnx (dynamo) export of the folded model; int8 by ORT's static QDQ
-    quantisation (per-channel symmetric int8 weights, int8 activations calibrated by MinMax on the
-    compression's calibration images); float16 as an fp16 model."""
+    quantisation (per-channel symmetric int8 weights, uint8 activations calibrated by MinMax on the
+    compression's calibration images; the record counts the layers ORT runs on integer kernels);
+    float16 as an fp16 model."""
     quantized = request.precision == "int8"
 
     def create(directory: Path) -> dict:
@@ -106,15 +130,16 @@ def onnxruntime_compiler(request: BuildRequest, cache: ArtifactCache) -> Build:
                                         request.batch_size)
             quantization.quantize_static(
                 directory / "model.onnx", directory / deployed, reader, quant_format=quantization.QuantFormat.QDQ,
-                per_channel=True, activation_type=quantization.QuantType.QInt8,
+                per_channel=True, activation_type=getattr(quantization.QuantType, ACTIVATION_TYPE),
                 weight_type=quantization.QuantType.QInt8, reduce_range=REDUCE_RANGE,
                 extra_options={"WeightSymmetric": True})
+        layers = _layers_by_arithmetic(directory / deployed) if quantized else {}
         return {"deployed": deployed, "input_dtype": str(dtype).replace("torch.", ""),
-                "deployed_bytes": onnx_parameter_bytes(onnx.load(directory / deployed))}
+                "deployed_bytes": onnx_parameter_bytes(onnx.load(directory / deployed)), **layers}
 
     directory, record = cached_build(request, cache, {"onnx": onnx.__version__, "onnxscript": onnxscript.__version__,
                                                 "onnxruntime": onnxruntime.__version__,
-                                                "reduce_range": REDUCE_RANGE}, create)
+                                                "reduce_range": REDUCE_RANGE, "activations": ACTIVATION_TYPE}, create)
     if quantized:
         record.update(verified_against="float32", tolerance=ORT_INT8_TOLERANCE)
     return Build(OnnxRuntimeExecutable(directory / record["deployed"], request.device.threads,
