@@ -123,9 +123,9 @@ def pareto_png(frame: pd.DataFrame, x: str, y: str, color: str, path: Path) -> P
         for handle, label in zip(*ax.get_legend_handles_labels()):
             handles.setdefault(label, handle)
     figure.legend(handles.values(), handles.keys(), title=color.split(".", 1)[-1], loc="outside lower center",
-                  ncol=min(len(handles), 3 * columns + 1), frameon=False)
+                  ncol=min(len(handles), 2 * columns + 1), frameon=False)
     figure.suptitle(f"{NAMES.get(y, y).capitalize()} vs {NAMES.get(x, x)} per platform")
-    figure.savefig(path, dpi=120)
+    figure.savefig(path, dpi=120, bbox_inches="tight")  # a legend wider than the panels is not cut off
     plt.close(figure)
     return path
 
