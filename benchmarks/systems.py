@@ -118,8 +118,8 @@ def build(architecture: str, algorithm: dict, software: dict, cache: ArtifactCac
         check = check_against_pytorch(executable, model, IMAGES, tolerance=1e-3)
     row = {"macs": record["macs"], "max_abs_error": check["max_abs_error"], "build_seconds": seconds,
            "build_hit": record["hit"], "precision": precision}
-    if "convolutions_by_algorithm" in record:
-        row["convolutions_by_algorithm"] = record["convolutions_by_algorithm"]
+    row.update({key: record[key] for key in ("convolutions_by_algorithm", "int8_layers", "float_layers")
+                if key in record})
     tuning = record.get("tuning", {})
     if tuning.get("tasks"):
         row["tuning"] = {k: tuning.get(k) for k in ("tasks", "database_hits", "tuned_tasks", "measured_candidates",
