@@ -25,6 +25,19 @@ def test_listing_and_planning_import_neither_pytorch_nor_tvm(command):
     assert "HEAVY []" in result.stdout, result.stdout[-500:]
 
 
+def test_list_shows_what_each_layer_and_the_study_may_choose(capsys):
+    from dlas_dse.cli import main
+
+    assert main(["list"]) == 0
+    listing = capsys.readouterr().out
+    for heading, line in [("compression.technique:", "  weight_pruning       Global unstructured L1-magnitude"),
+                          ("algorithm.conv:", "  winograd             F(m×m, 3×3) Winograd"),
+                          ("hardware.device:", "  host-cpu             this machine's CPU"),
+                          ("study.sampler:", "  nsga2                NSGA-II")]:
+        assert listing.index(heading) < listing.index(line), (heading, listing)
+    assert "sparsity, max_layer_sparsity]" in listing and "(local-cpu)" in listing
+
+
 class _Accelerator(Device):
     """A device kind registered by a test, as a new module would."""
 

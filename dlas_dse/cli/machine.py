@@ -8,7 +8,12 @@ import sys
 
 def add_parsers(commands) -> None:
     """Add ``list``, ``devices`` and ``cache`` to the CLI's sub-commands."""
-    commands.add_parser("list", help="list the available studies and search spaces").set_defaults(run=_list)
+    commands.add_parser(
+        "list", help="list the available studies, search spaces, each layer's techniques and the samplers",
+        description="The studies and search spaces by name, then what a space file may choose in each DLAS layer "
+                    "(its block's selector, e.g. compression.technique) with each entry's own parameters, and "
+                    "the samplers a study file may name. hardware.device lists the catalogue's names; "
+                    "`python -m dlas_dse devices` says which can be reached now.").set_defaults(run=_list)
 
 
     devices = commands.add_parser(
@@ -45,7 +50,29 @@ def _list(args: argparse.Namespace) -> int:
         print(f"{title}:")
         for name, description in available(folder):
             print(f"  {name:<20} {description}")
+    for registry in _choices():
+        print(f"{registry.layer}.{registry.selector}:")
+        for name in registry.names():
+            entry = registry.get(name)
+            own = f" [{', '.join(entry.params)}]" if entry.params else ""
+            print(f"  {name:<20} {_first_sentence(entry.traits.get('description') or entry.function.__doc__)}{own}")
     return 0
+
+
+def _first_sentence(text: str | None) -> str:
+    """The first sentence of a docstring or description, on one line."""
+    words = " ".join((text or "").split())
+    end = words.find(". ")
+    return words[:end + 1] if end >= 0 else words
+
+
+def _choices() -> list:
+    """Every registry a study or space file chooses from: the six layers, then the samplers."""
+    from dlas_dse.config import space  # noqa: F401  (importing it fills the layer registries)
+    from dlas_dse.registry import LAYERS
+    from dlas_dse.samplers import SAMPLERS
+
+    return [*LAYERS.values(), SAMPLERS]
 
 
 def _devices(args: argparse.Namespace) -> int:

@@ -125,7 +125,8 @@ def register_catalogue(registry: Registry, path: Path | None = None) -> None:
                                        help="runtime threads on the device (1 .. its cores; 0: all of them)")
     for entry in entries:
         kind = DEVICE_KINDS.get(entry.kind)
-        registry.register(entry.name, preflight=_preflight(entry), traits={"kind": entry.kind})(
+        traits = {"kind": entry.kind, "description": f"{entry.description} ({entry.kind})"}
+        registry.register(entry.name, preflight=_preflight(entry), traits=traits)(
             lambda threads, entry=entry, create=kind.function: create(entry, threads or entry.cores))
         if kind.traits.get("tvm_only"):
             registry.rules.append(Rule(
