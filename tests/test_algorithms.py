@@ -102,6 +102,38 @@ def test_sparse_algorithm_matches_pytorch_on_every_model_convolution(shapes, con
     assert fallbacks(record) == grouped
 
 
+@pytest.mark.parametrize("block", [16, 8])
+def test_nchwc_matches_pytorch_on_every_model_convolution_its_blocks_fit(shapes, block):
+    """Each convolution is alone in its function here, so each is blocked (and unblocked) at its
+    own boundary; those whose channels the block does not divide stay NCHW and use direct."""
+    record = check_every_shape(shapes, {"conv": "nchwc", "block": block, "layout": "NCHW", "format": "dense"})
+    blocked = [u for u in record["convolutions"] if u["algorithm"] == "nchwc"]
+    assert all(f"NCHW{block}c" in u["conv"] for u in blocked)
+    assert all(f"do not fill blocks of {block}: it stays NCHW" in reason for reason in record["algorithm_fallbacks"])
+    fits = [s for s in shapes if s.in_channels % block == 0 and s.out_channels % block == 0
+            and (s.groups == 1 or s.in_per_group == s.out_per_group == 1)]
+    assert len(blocked) == len(fits) and record["convolutions_by_algorithm"]["direct"] == len(shapes) - len(fits)
+
+
+def _layout_transforms(mod: tvm.IRModule) -> int:
+    from dlas_dse.stack.relax_util import is_op, visit_functions
+
+    found = []
+    visit_functions(mod, lambda expr: found.append(expr) if is_op(expr, "relax.layout_transform") else None)
+    return len(found)
+
+
+@pytest.mark.parametrize("architecture,block,transforms", [("resnet18", 16, 3), ("mobilenet_v2", 8, 2)])
+def test_nchwc_transforms_layouts_only_where_the_model_enters_or_leaves_its_blocks(architecture, block,
+                                                                                   transforms):
+    """resnet18: into the first blocked convolution, its residual branch, out to the classifier;
+    mobilenet_v2 at 8 channels per block: in after the stem, out to the classifier (its ReLU6 too
+    keeps the blocks). Every convolution but the 3-channel stem is blocked."""
+    model = fold_batchnorm(randomised_model(architecture))
+    mod, record = apply_algorithm(to_relax(model, (1, 3, 32, 32)), {"conv": "nchwc", "block": block})
+    assert record["convolutions_by_algorithm"]["direct"] == 1 and _layout_transforms(mod) == transforms
+
+
 def randomised_model(architecture: str) -> torch.nn.Module:
     """A model with random weights and BatchNorm statistics (folding them must be exact too)."""
     torch.manual_seed(0)
@@ -128,7 +160,7 @@ def check_model(architecture: str, conv: str, layout: str = "NCHW", batch: int =
 
 
 @pytest.mark.parametrize("conv,layout", [("direct", "NCHW"), ("direct", "NHWC"), ("gemm", "NCHW"),
-                                         ("spatial_pack", "NCHW"), ("winograd", "NCHW")])
+                                         ("spatial_pack", "NCHW"), ("winograd", "NCHW"), ("nchwc", "NCHW")])
 @pytest.mark.parametrize("architecture", ["resnet18", "mobilenet_v2"])
 def test_whole_model_matches_pytorch(architecture, conv, layout):
     record = check_model(architecture, conv, layout, batch=2)
@@ -137,8 +169,8 @@ def test_whole_model_matches_pytorch(architecture, conv, layout):
 
 @pytest.mark.parametrize("architecture,algorithms", [
     ("resnet50", ("gemm", "spatial_pack", "winograd")), ("vgg16_bn", ("gemm", "spatial_pack", "winograd")),
-    ("efficientnet_b0", ("gemm", "spatial_pack", "winograd")), ("mnasnet1_0", ("gemm", "spatial_pack", "winograd")),
-    ("densenet121", ("winograd",))])  # direct: tests/test_models.py compiles all seven
+    ("efficientnet_b0", ("gemm", "spatial_pack", "winograd", "nchwc")), ("mnasnet1_0", ("gemm", "spatial_pack", "winograd")),
+    ("densenet121", ("winograd", "nchwc"))])  # direct: tests/test_models.py compiles all seven
 def test_other_models_match_pytorch_with_every_algorithm(architecture, algorithms):
     """Fused epilogues differ by model (SiLU, squeeze-excitation, concatenation): each default
     schedule must build them and stay exact."""

@@ -99,11 +99,13 @@ def test_bad_space_names_file_field_and_allowed_values(project, case):
 def test_built_in_rules_exclude_impossible_layer_4_combinations():
     space = load_study("algorithms").space
     rules = {c.name for c in space.constraints}
-    assert {"rule:sparse-needs-weight-pruning", "rule:winograd-is-dense"} <= rules
+    assert {"rule:sparse-needs-weight-pruning", "rule:winograd-is-dense", "rule:nchwc-is-dense",
+            "rule:nchwc-chooses-its-layout"} <= rules
     grid = list(space.grid())
-    assert len(grid) == 44  # 2 models x (8 dense + 8 pruned dense + 6 pruned sparse)
+    assert len(grid) == 48  # 2 models x (9 dense + 9 pruned dense + 6 pruned sparse)
     assert all(c["compression.technique"] == "weight_pruning" for c in grid if c["algorithm.format"] == "sparse")
-    assert not any(c["algorithm.conv"] == "winograd" and c["algorithm.format"] == "sparse" for c in grid)
+    assert not any(c["algorithm.conv"] in ("winograd", "nchwc") and c["algorithm.format"] == "sparse" for c in grid)
+    assert {c["algorithm.layout"] for c in grid if c["algorithm.conv"] == "nchwc"} == {"NCHW"}
 
 
 def test_good_space_fills_defaults_and_implicit_conditions(project):

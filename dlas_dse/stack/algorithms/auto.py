@@ -44,8 +44,10 @@ def layer4_modules() -> list:
 
 
 def candidates() -> list[str]:
-    """Every algorithm ``auto`` chooses among: all registered ones but itself."""
-    return [name for name in ALGORITHMS.names() if name != "auto"]
+    """Every algorithm ``auto`` chooses among: all registered ones but itself and those that put the
+    whole model in their own layout (nchwc: one convolution's time alone would be its layout
+    transforms' as much as its own)."""
+    return [name for name in ALGORITHMS.names() if name != "auto" and not ALGORITHMS.trait(name, "layouts")]
 
 
 def _timing_weight(spec: ConvSpec, weight: np.ndarray) -> np.ndarray:

@@ -3,6 +3,7 @@ every algorithm shares (zero padding, dtype casts)."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,8 @@ te = lazy_import("tvm.te")
 @dataclass(frozen=True)
 class ConvSpec:
     """One 2-D convolution: shapes, stride, padding (top, left, bottom, right), dilation, groups,
-    the data layout (``NCHW`` or ``NHWC``) and the dtypes of input, weight and output."""
+    the data layout (``NCHW``, ``NHWC``, or ``NCHWc``: channels in blocks of ``block``, the block
+    innermost) and the dtypes of input, weight and output."""
 
     batch: int
     in_channels: int
@@ -34,6 +36,8 @@ class ConvSpec:
     data_dtype: str = "float32"
     weight_dtype: str = "float32"
     out_dtype: str = "float32"
+    block: int = 0
+    """Channels per block of the ``NCHWc`` layout (0 in the others)."""
 
     @property
     def out_height(self) -> int:
@@ -67,45 +71,69 @@ class ConvSpec:
         """Multiply-accumulates of the dense convolution."""
         return self.batch * self.out_channels * self.out_height * self.out_width * self.reduction
 
-    def data_shape(self) -> tuple[int, int, int, int]:
+    def data_shape(self) -> tuple[int, ...]:
         """Shape of the input in this spec's layout."""
-        if self.layout == "NCHW":
-            return (self.batch, self.in_channels, self.height, self.width)
-        return (self.batch, self.height, self.width, self.in_channels)
+        return self._shape(self.in_channels, self.height, self.width)
 
-    def out_shape(self) -> tuple[int, int, int, int]:
+    def out_shape(self) -> tuple[int, ...]:
         """Shape of the output in this spec's layout."""
+        return self._shape(self.out_channels, self.out_height, self.out_width)
+
+    def _shape(self, channels: int, height: int, width: int) -> tuple[int, ...]:
         if self.layout == "NCHW":
-            return (self.batch, self.out_channels, self.out_height, self.out_width)
-        return (self.batch, self.out_height, self.out_width, self.out_channels)
+            return (self.batch, channels, height, width)
+        if self.layout == "NCHWc":
+            return (self.batch, channels // self.block, height, width, self.block)
+        return (self.batch, height, width, channels)
 
     def describe(self) -> str:
         """Compact text, e.g. ``64x32x32 -> 64 k3x3 s1 p1 d1 g1 NCHW float32``."""
         return (f"{self.in_channels}x{self.height}x{self.width} -> {self.out_channels} "
                 f"k{self.kernel_h}x{self.kernel_w} s{self.stride[0]} p{self.padding[0]} "
-                f"d{self.dilation[0]} g{self.groups} {self.layout} {self.data_dtype}")
+                f"d{self.dilation[0]} g{self.groups} {self.layout_name} {self.data_dtype}")
+
+    @property
+    def layout_name(self) -> str:
+        """The data layout as Relax names it (``NCHW16c`` for 16-channel blocks)."""
+        return f"NCHW{self.block}c" if self.layout == "NCHWc" else self.layout
+
+
+
+def layout_axes(layout: str) -> list[str]:
+    """The axes of a layout name, a block's size kept with its axis: ``NCHW16c`` is N, C, H, W, 16c."""
+    return re.findall(r"\d*[A-Za-z]", layout)
+
+
+def _sizes(layout: str, shape) -> dict[str, int]:
+    """Each primary axis's whole size (a blocked axis's blocks times its block) by its letter."""
+    sizes = {axis[-1]: int(extent) for axis, extent in zip(layout_axes(layout), shape)}
+    return {axis: sizes[axis] * sizes.get(axis.lower(), 1) for axis in sizes if axis.isupper()}
 
 
 def spec_from_call(call: relax.Call, weight_dtype: str) -> ConvSpec:
-    """The :class:`ConvSpec` of a ``relax.nn.conv2d`` call (data layout NCHW or NHWC)."""
+    """The :class:`ConvSpec` of a ``relax.nn.conv2d`` call (data layout NCHW, NHWC or NCHW[x]c)."""
     attrs = call.attrs
     layout = str(attrs.data_layout)
-    shape = [int(d) for d in call.args[0].ty.shape]
-    batch, channels, height, width = shape if layout == "NCHW" else (shape[0], shape[3], shape[1], shape[2])
-    out_shape = [int(d) for d in call.ty.shape]
-    out_channels = out_shape[1] if layout == "NCHW" else out_shape[3]
-    weight_shape = dict(zip(str(attrs.kernel_layout), [int(d) for d in call.args[1].ty.shape]))
+    blocked = re.fullmatch(r"NCHW(\d+)c", layout)
+    data = _sizes(layout, call.args[0].ty.shape)
+    weight = _sizes(str(attrs.kernel_layout), call.args[1].ty.shape)
+    out = _sizes(str(attrs.out_layout), call.ty.shape)
     data_dtype = str(call.args[0].ty.dtype)
     out_dtype = str(attrs.out_dtype) or data_dtype
-    return ConvSpec(batch, channels, height, width, out_channels, weight_shape["H"], weight_shape["W"],
+    return ConvSpec(data["N"], data["C"], data["H"], data["W"], out["C"], weight["H"], weight["W"],
                     tuple(int(s) for s in attrs.strides), tuple(int(p) for p in attrs.padding),
-                    tuple(int(d) for d in attrs.dilation), int(attrs.groups), layout,
-                    data_dtype, weight_dtype, out_dtype if out_dtype != "void" else str(call.ty.dtype))
+                    tuple(int(d) for d in attrs.dilation), int(attrs.groups), "NCHWc" if blocked else layout,
+                    data_dtype, weight_dtype, out_dtype if out_dtype != "void" else str(call.ty.dtype),
+                    int(blocked.group(1)) if blocked else 0)
 
 
 def to_oihw(weight: np.ndarray, kernel_layout: str) -> np.ndarray:
-    """The weight transposed to OIHW from ``kernel_layout`` (e.g. ``OHWI``, ``HWIO``)."""
-    return np.ascontiguousarray(weight.transpose([kernel_layout.index(axis) for axis in "OIHW"]))
+    """The weight in OIHW from ``kernel_layout`` (e.g. ``OHWI``, ``HWIO``, or blocked: ``OIHW16o``)."""
+    names = [axis[-1] for axis in layout_axes(kernel_layout)]
+    order = [index for axis in "OIHW" for index in
+             (names.index(axis), *([names.index(axis.lower())] if axis.lower() in names else []))]
+    sizes = _sizes(kernel_layout, weight.shape)
+    return np.ascontiguousarray(weight.transpose(order).reshape([sizes[axis] for axis in "OIHW"]))
 
 
 def pad_input(data: te.Tensor, spec: ConvSpec) -> te.Tensor:
@@ -114,7 +142,7 @@ def pad_input(data: te.Tensor, spec: ConvSpec) -> te.Tensor:
     top, left, bottom, right = spec.padding
     if not any(spec.padding):
         return data
-    h_axis, w_axis = (2, 3) if spec.layout == "NCHW" else (1, 2)
+    h_axis, w_axis = (1, 2) if spec.layout == "NHWC" else (2, 3)
     shape = list(spec.data_shape())
     shape[h_axis] += top + bottom
     shape[w_axis] += left + right

@@ -20,6 +20,7 @@ relax = lazy_import("tvm.relax")
 
 FALLBACK = "direct"
 KERNEL_LAYOUTS = {"NCHW": "OIHW", "NHWC": "OHWI"}
+"""The kernel layout that goes with each data layout a space may choose."""
 
 
 def convolutions(mod: tvm.IRModule) -> list[relax.Call]:
@@ -71,12 +72,33 @@ class _ConvolutionRewriter(PyExprMutator):
                                      primfunc_name_hint=f"conv2d_{lowering.algorithm}")
 
 
-def convert_layout(mod: tvm.IRModule, layout: str) -> tvm.IRModule:
-    """Every convolution in ``layout`` (transposes inserted only where a layout-sensitive
-    operator needs the other one; weights transposed at compile time)."""
-    if layout == "NCHW":
+@mutator
+class _ClipAsBounds(PyExprMutator):
+    """``clip(x, low, high)`` as ``minimum(maximum(x, low), high)``: the same values, in operators
+    that follow a changed layout (Relax infers none for clip, so that every ReLU6 of a model would
+    otherwise sit between two layout transforms)."""
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        if not is_op(call, "relax.clip"):
+            return call
+        data, low, high = call.args
+        dtype = str(data.ty.dtype)
+        lower = self.builder_.emit(relax.op.maximum(data, relax.const(float(low.value), dtype)))
+        return relax.op.minimum(lower, relax.const(float(high.value), dtype))
+
+
+def convert_layout(mod: tvm.IRModule, params: dict) -> tvm.IRModule:
+    """Every convolution in the layout of the layer-4 ``params``: an algorithm's own (its ``layouts``
+    trait, e.g. nchwc's blocked channels), else ``layout``. Transposes are inserted only where a
+    layout-sensitive operator needs another layout; weights are transposed at compile time."""
+    own = ALGORITHMS.trait(params.get("conv", FALLBACK), "layouts")
+    layout = params.get("layout", "NCHW")
+    data, kernel = own(params) if own else (layout, KERNEL_LAYOUTS.get(layout))
+    if data == "NCHW":
         return mod
-    converted = relax.transform.ConvertLayout({"relax.nn.conv2d": [layout, KERNEL_LAYOUTS[layout]]})(mod)
+    mod = rewrite_functions(mod, _ClipAsBounds(mod))
+    converted = relax.transform.ConvertLayout({"relax.nn.conv2d": [data, kernel]})(mod)
     return relax.transform.FoldConstant()(converted)
 
 
@@ -86,8 +108,9 @@ def apply_algorithm(mod: tvm.IRModule, params: dict, target: tvm.target.Target |
     algorithm's own) for ``target`` (an algorithm may use its instructions; ``auto`` measures
     kernels with ``kernel_times``, a :class:`~.auto.KernelTimes`); returns the module and a record
     of what each convolution used."""
-    mod = convert_layout(mod, params.get("layout", "NCHW"))
-    rewriter = _ConvolutionRewriter(mod, {**params, "target": target, "kernel_times": kernel_times})
+    params = {**params, "target": target, "kernel_times": kernel_times}
+    mod = convert_layout(mod, params)
+    rewriter = _ConvolutionRewriter(mod, params)
     rewritten = relax.transform.DeadCodeElimination()(rewrite_functions(mod, rewriter))
     fallbacks = Counter(u["fallback_reason"] for u in rewriter.used if "fallback_reason" in u)
     return rewritten, {"convolutions_by_algorithm": dict(Counter(u["algorithm"] for u in rewriter.used)),

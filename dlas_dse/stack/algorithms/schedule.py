@@ -108,20 +108,24 @@ def vectorize_write_back(sch: s_tir.Schedule, write_back, lanes_limit: int) -> N
             sch.vectorize(sch.split(own[-1], [None, factor])[1])
 
 
-def tile_reduction(sch: s_tir.Schedule, block, vector_bits: int, vector_axis: int, register_axis: int | None,
-                   register_tile: int = ACCUMULATORS) -> None:
+def tile_reduction(sch: s_tir.Schedule, block, vector_bits: int, vector_axis: int,
+                   register_axis: int | tuple[int, ...] | None, register_tile: int = ACCUMULATORS) -> None:
     """The register-tiled schedule every dense algorithm shares: split the spatial loop
-    ``vector_axis`` by the vector width and ``register_axis`` into a tile of accumulators, move
-    both under the reduction loops, accumulate into a local buffer written back (with the fused
-    epilogue) per tile, run the outer tiles in parallel."""
+    ``vector_axis`` by the vector width and ``register_axis`` (or several, outermost first) into a
+    tile of at most ``register_tile`` accumulators (the innermost axis filled first), move them under
+    the reduction loops, accumulate into a local buffer written back (with the fused epilogue) per
+    tile, run the outer tiles in parallel."""
     loops = sch.get_loops(block)
     spatial = _spatial_count(sch, block)
     extents = _extents(sch, loops)
     outer, inner = list(loops[:spatial]), []
     vector = lanes(vector_bits, sch.get(block).writes[0].source.dtype)
-    for axis, limit in ((register_axis, register_tile), (vector_axis, vector)):
-        if axis is None:
-            continue
+    register_axes = (register_axis,) if isinstance(register_axis, int) else tuple(register_axis or ())
+    factors, budget = {}, register_tile
+    for axis in reversed(register_axes):
+        factors[axis] = largest_divisor(extents[axis], budget)
+        budget //= factors[axis]
+    for axis, limit in [*((axis, factors[axis]) for axis in register_axes), (vector_axis, vector)]:
         factor = largest_divisor(extents[axis], limit)
         outer[axis], part = sch.split(loops[axis], [None, factor])
         inner.append(part)
@@ -131,8 +135,8 @@ def tile_reduction(sch: s_tir.Schedule, block, vector_bits: int, vector_axis: in
     fused = sch.fuse(*outer)
     sch.parallel(fused)
     sch.reverse_compute_at(write_back, fused)
-    if len(inner) == 2:
-        sch.unroll(inner[0])
+    for part in inner[:-1]:
+        sch.unroll(part)
     sch.vectorize(inner[-1])
     vectorize_write_back(sch, write_back, vector)
     if len(loops) > spatial:
