@@ -102,10 +102,11 @@ def test_sparse_algorithm_matches_pytorch_on_every_model_convolution(shapes, con
     assert fallbacks(record) == grouped
 
 
-@pytest.mark.parametrize("block", [16, 8])
-def test_nchwc_matches_pytorch_on_every_model_convolution_its_blocks_fit(shapes, block):
+def test_nchwc_matches_pytorch_on_every_model_convolution_its_blocks_fit(shapes):
     """Each convolution is alone in its function here, so each is blocked (and unblocked) at its
-    own boundary; those whose channels the block does not divide stay NCHW and use direct."""
+    own boundary; those whose channels the block does not divide stay NCHW and use direct. Blocks
+    of 8 fit the most shapes (the whole models below use the default 16)."""
+    block = 8
     record = check_every_shape(shapes, {"conv": "nchwc", "block": block, "layout": "NCHW", "format": "dense"})
     blocked = [u for u in record["convolutions"] if u["algorithm"] == "nchwc"]
     assert all(f"NCHW{block}c" in u["conv"] for u in blocked)
@@ -170,7 +171,7 @@ def test_whole_model_matches_pytorch(architecture, conv, layout):
 @pytest.mark.parametrize("architecture,algorithms", [
     ("resnet50", ("gemm", "spatial_pack", "winograd")), ("vgg16_bn", ("gemm", "spatial_pack", "winograd")),
     ("efficientnet_b0", ("gemm", "spatial_pack", "winograd", "nchwc")), ("mnasnet1_0", ("gemm", "spatial_pack", "winograd")),
-    ("densenet121", ("winograd", "nchwc"))])  # direct: tests/test_models.py compiles all seven
+    ("densenet121", ("winograd",))])  # direct: tests/test_models.py compiles all seven
 def test_other_models_match_pytorch_with_every_algorithm(architecture, algorithms):
     """Fused epilogues differ by model (SiLU, squeeze-excitation, concatenation): each default
     schedule must build them and stay exact."""
