@@ -49,16 +49,31 @@ def _target(mcpu: str) -> tvm.target.Target:
     return tvm.target.Target({"kind": "llvm", "mcpu": mcpu, "num-cores": 2})
 
 
-@pytest.mark.parametrize("form", runnable_here())
-def test_every_model_convolution_is_exact_on_each_instruction_this_cpu_has(int8_shapes, form):
+def _cases() -> list[tuple[str, str]]:
+    """direct on every form this CPU runs; nchwc (blocks of the instruction's lanes) on the best."""
+    forms = runnable_here()
+    return [(form, "direct") for form in forms] + [(form, "nchwc") for form in forms[:1]]
+
+
+@pytest.mark.parametrize("form,conv", _cases())
+def test_every_model_convolution_is_exact_on_each_instruction_this_cpu_has(int8_shapes, form, conv):
     target = _target(X86_TARGETS[form])
-    assert dot_product(target).name == form
+    dot = dot_product(target)
+    assert dot.name == form
     rng = np.random.default_rng(0)
     weights = [rng.integers(-127, 128, (s.out_channels, s.in_per_group, s.kernel_h, s.kernel_w)).astype(np.int8)
                for s in int8_shapes]
-    mod, record = apply_algorithm(conv_module(int8_shapes, weights), {"conv": "direct"}, target)
+    mod, record = apply_algorithm(conv_module(int8_shapes, weights), {"conv": conv}, target)
     dense = sum(spec.groups == 1 for spec in int8_shapes)
-    assert record["convolutions_by_algorithm"] == {f"direct_{form}": dense, "direct": len(int8_shapes) - dense}
+    used = record["convolutions_by_algorithm"]
+    if conv == "direct":
+        assert used == {f"direct_{form}": dense, "direct": len(int8_shapes) - dense}
+    else:  # each convolution alone: blocked where the lanes divide its channels, else NCHW direct
+        blocked = [s for s in int8_shapes if s.in_channels % dot.lanes == 0 and s.out_channels % dot.lanes == 0
+                   and (s.groups == 1 or s.in_per_group == s.out_per_group == 1)]
+        assert used[f"nchwc_{form}"] == sum(s.groups == 1 for s in blocked) > 20
+        assert used["nchwc"] == len(blocked) - used[f"nchwc_{form}"]
+        assert used[f"direct_{form}"] + used.get("direct", 0) == len(int8_shapes) - len(blocked)
     vm = relax.VirtualMachine(tvm.compile(mod, target, relax_pipeline=build_pipeline(target)), tvm.cpu())
     wrong = []
     for index, (spec, weight) in enumerate(zip(int8_shapes, weights)):
@@ -71,12 +86,12 @@ def test_every_model_convolution_is_exact_on_each_instruction_this_cpu_has(int8_
     assert not wrong, f"{len(wrong)} of {len(int8_shapes)} int8 convolutions differ: {wrong}"
 
 
-def _assembly(target: tvm.target.Target, tmp_path, objdump: str = "objdump") -> str:
+def _assembly(target: tvm.target.Target, tmp_path, objdump: str = "objdump", conv: str = "direct") -> str:
     spec = ConvSpec(1, 64, 8, 8, 64, 3, 3, (1, 1), (1, 1, 1, 1), data_dtype="int8", weight_dtype="int8",
                     out_dtype="int32")
     weight = np.ones((64, 64, 3, 3), np.int8)
-    mod, _ = apply_algorithm(conv_module([spec], [weight]), {"conv": "direct"}, target)
-    library = tmp_path / "conv.so"
+    mod, _ = apply_algorithm(conv_module([spec], [weight]), {"conv": conv}, target)
+    library = tmp_path / f"{conv}.so"
     executable = tvm.compile(mod, target, relax_pipeline=build_pipeline(target))
     if target.attrs.get("mtriple"):
         executable.export_library(str(library), cc="aarch64-linux-gnu-gcc")
@@ -86,9 +101,10 @@ def _assembly(target: tvm.target.Target, tmp_path, objdump: str = "objdump") -> 
                           check=True).stdout
 
 
+@pytest.mark.parametrize("conv", ["direct", "nchwc"])
 @pytest.mark.parametrize("form", sorted(X86_TARGETS))
-def test_each_x86_form_compiles_to_its_instruction(form, tmp_path):
-    assembly = _assembly(_target(X86_TARGETS[form]), tmp_path)
+def test_each_x86_form_compiles_to_its_instruction(form, conv, tmp_path):
+    assembly = _assembly(_target(X86_TARGETS[form]), tmp_path, conv=conv)
     assert re.search(rf"\b{INSTRUCTIONS[form]}\b", assembly)
     if form != "vnni":
         assert "vpdpbusd" not in assembly  # a CPU without VNNI never gets it

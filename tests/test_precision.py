@@ -9,7 +9,7 @@ import tvm
 import tvm.tirx
 from tvm import relax
 
-from dlas_dse.stack.algorithms import build_pipeline
+from dlas_dse.stack.algorithms import apply_algorithm, build_pipeline
 from dlas_dse.stack.compilers import deployed_bytes, fold_batchnorm, reference_model, to_relax
 from dlas_dse.stack.compression import calibrate_input_scales
 from dlas_dse.stack.datasets import load_dataset
@@ -50,14 +50,20 @@ def test_int8_convolutions_take_int8_and_accumulate_in_int32(resnet):
     assert deployed_bytes(mod) == weights + 4 * channels + 4 * biases
 
 
-def test_int8_module_matches_its_reference_bit_for_bit(resnet):
+@pytest.mark.parametrize("conv", [None, "nchwc"])
+def test_int8_module_matches_its_reference_bit_for_bit(resnet, conv):
     """Same weight factors, same roundings: one ulp apart anywhere flips a rounding on some image,
-    which then spreads through every later layer."""
+    which then spreads through every later layer. Also with the whole model in channel blocks
+    (requantisation, residual additions and pooling on blocked tensors)."""
     model, dataset = resnet
     calibration = calibrate_input_scales(model, torch.from_numpy(dataset.train_x[:64]))
     folded = fold_batchnorm(model)
     mod, _ = precision("int8").lower(to_relax(folded, (1, 3, 32, 32)), folded, calibration)
     target = create_device({"device": "host-cpu", "threads": 2}).tvm_target()  # with its FMA units
+    if conv:
+        mod, record = apply_algorithm(mod, {"conv": conv}, target)
+        assert record["convolutions_by_algorithm"].get("nchwc", 0) + sum(
+            n for name, n in record["convolutions_by_algorithm"].items() if name.startswith("nchwc_")) == 19
     machine = relax.VirtualMachine(tvm.compile(mod, target, relax_pipeline=build_pipeline(target)), tvm.cpu())
     reference = reference_model(model, "int8", calibration)
     for image in dataset.val_x[:32]:

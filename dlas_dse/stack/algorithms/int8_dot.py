@@ -118,7 +118,7 @@ DOT_PRODUCTS = (  # (target features, instruction, combine): the first whose fea
 
 
 @functools.cache
-def _register_intrinsics() -> None:
+def register_intrinsics() -> None:
     """Register every instruction's tensor intrinsic with TVM (once, before the first lookup)."""
     for _, dot, combine in DOT_PRODUCTS:
         shape = (dot.lanes, dot.group, dot.data_dtype, dot.weight_dtype)
@@ -130,7 +130,7 @@ def dot_product(target: tvm.target.Target | None) -> DotProduct | None:
     """The int8 dot-product instruction of an LLVM ``target`` (None: it has none, or no target)."""
     if target is None or target.kind.name != "llvm":
         return None
-    _register_intrinsics()
+    register_intrinsics()
     for features, dot, _ in DOT_PRODUCTS:
         if all(tvm.target.codegen.target_has_features(feature, target) for feature in features):
             return dot
@@ -214,32 +214,41 @@ def dot_lowering(spec: ConvSpec, weight: np.ndarray, dot: DotProduct) -> Lowerin
     return Lowering(f"direct_{dot.name}", dot_compute(spec, dot), [packed, correction])
 
 
+def tile_on_instruction(sch, block, outer: list, tiles: list, reduction: list, lane, inline: bool):
+    """What the dot-product schedules share, once their loops are split: the register ``tiles``
+    under the ``reduction`` loops but the last, which with ``lane`` is one instruction; the
+    ``outer`` loops fused and run in parallel; the accumulators written back per tile (the
+    epilogue folded in where ``inline``). Returns the write-back block."""
+    register_intrinsics()  # in a process that schedules without having looked the instruction up
+    sch.reorder(*outer, *reduction[:-1], *tiles, lane, reduction[-1])
+    write_back = sch.cache_write(block, 0, "local")
+    if inline:
+        inline_consumers(sch, write_back)
+    fused = sch.fuse(*outer)
+    sch.parallel(fused)
+    sch.reverse_compute_at(write_back, fused)
+    init = sch.decompose_reduction(block, reduction[0])
+    sch.vectorize(sch.get_loops(init)[-1])
+    sch.tensorize(lane, str(sch.get(block).annotations[INTRINSIC_KEY]))
+    for tile in tiles:
+        sch.unroll(tile)
+    return write_back
+
+
 @default_schedule(SCHEDULE)
 def schedule_int8_dot(sch, block, vector_bits: int) -> None:
     """A register tile of output columns (× output-channel blocks where a row is short), each
     accumulator one vector of ``lanes`` channels, the inner ``lanes × group`` loops one instruction;
     the unpacking (and the fused epilogue) written back per tile."""
-    annotations = sch.get(block).annotations
-    intrinsic = str(annotations[INTRINSIC_KEY])
-    _register_intrinsics()  # in a process that schedules without having looked the instruction up
+    whole = bool(sch.get(block).annotations[WHOLE_BLOCKS_KEY])
     batch, out_block, row, column, lane, *reduction = sch.get_loops(block)
     columns = largest_divisor(int(sch.get(column).extent), ACCUMULATORS)
     blocks = largest_divisor(int(sch.get(out_block).extent), ACCUMULATORS // columns)
     out_block, block_tile = sch.split(out_block, [None, blocks])
     column, column_tile = sch.split(column, [None, columns])
-    sch.reorder(batch, out_block, row, column, *reduction[:3], block_tile, column_tile, lane, reduction[3])
-    write_back = sch.cache_write(block, 0, "local")
-    if bool(annotations[WHOLE_BLOCKS_KEY]):
-        inline_consumers(sch, write_back)
-    fused = sch.fuse(batch, out_block, row, column)
-    sch.parallel(fused)
-    sch.reverse_compute_at(write_back, fused)
-    init = sch.decompose_reduction(block, reduction[0])
-    sch.vectorize(sch.get_loops(init)[-1])
-    sch.tensorize(lane, intrinsic)
-    sch.unroll(block_tile)
-    sch.unroll(column_tile)
+    write_back = tile_on_instruction(sch, block, [batch, out_block, row, column], [block_tile, column_tile],
+                                     reduction, lane, whole)
     own = sch.get_loops(write_back)[1:]
-    if len(own) >= 2 and bool(annotations[WHOLE_BLOCKS_KEY]):  # NCHW output: store along the columns
+    if len(own) >= 2 and whole:  # NCHW output: store along the columns
         sch.reorder(own[-1], own[-2])
     vectorize_write_back(sch, write_back, lanes(vector_bits, "int32"))

@@ -7,6 +7,11 @@ the model enters or leaves the blocked layout (the input, a convolution whose ch
 does not divide, the classifier). Weights are packed at build time: dense convolutions as
 OIHW[x]i[x]o, grouped and depthwise ones as OIHW[x]o.
 
+int8 convolutions whose block is the width of the target's dot-product instruction (VNNI's 16
+lanes with 16-channel blocks, AVX2's 8 with 8, AArch64 sdot's 4 with 4) reduce groups of 4 (or 2)
+input channels of a block per instruction, as :mod:`.int8_dot` does for NCHW: the input shifted
+into the instruction's dtype once per convolution, the weights packed OIHW[x/g]i[x]o[g]i.
+
 Default schedule: a register tile of output pixels (up to 24 on AVX-512: the 4×4 layers entirely)
 × one vector of a block's output channels, accumulated over the whole reduction (dense:
 input-channel blocks, kernel taps, channels of a block), run in parallel over batch, channel
@@ -20,9 +25,12 @@ import numpy as np
 from dlas_dse.lazy import lazy_import
 from dlas_dse.registry import ALGORITHMS, Param
 from dlas_dse.stack.algorithms.conv import ConvSpec, accumulate, pad_input
+from dlas_dse.stack.algorithms.int8_dot import INTRINSIC_KEY, DotProduct, dot_product, tile_on_instruction
 from dlas_dse.stack.algorithms.lowering import Lowering, NotApplicable
-from dlas_dse.stack.algorithms.schedule import default_schedule, tile_reduction, vector_bits
+from dlas_dse.stack.algorithms.schedule import (default_schedule, largest_divisor, lanes, tile_reduction,
+                                              vector_bits, vectorize_write_back)
 
+tvm = lazy_import("tvm")
 te = lazy_import("tvm.te")
 
 DEFAULT_BLOCK = 16
@@ -96,6 +104,58 @@ def grouped_compute(spec: ConvSpec):
     return compute
 
 
+def dot_compute(spec: ConvSpec, dot: DotProduct):
+    """TE compute of a dense int8 convolution on blocked data, its inner ``lanes × group`` loops
+    one ``dot`` instruction, from packed weights and the per-channel correction of the shift."""
+    stride_h, stride_w = spec.stride
+    dilation_h, dilation_w = spec.dilation
+    top, left, bottom, right = spec.padding
+    block, group = spec.block, dot.group
+
+    def compute(data: te.Tensor, weight: te.Tensor, correction: te.Tensor) -> te.Tensor:
+        def shifted(n, c, y, x, lane):
+            inside = tvm.tirx.all(y >= top, y < top + spec.height, x >= left, x < left + spec.width)
+            row = tvm.tirx.max(tvm.tirx.min(y - top, spec.height - 1), 0)  # in bounds in both branches
+            column = tvm.tirx.max(tvm.tirx.min(x - left, spec.width - 1), 0)
+            value = (data[n, c, row, column, lane].astype("int32") + dot.data_offset).astype(dot.data_dtype)
+            return tvm.tirx.if_then_else(inside, value, tvm.tirx.const(dot.data_offset, dot.data_dtype))
+
+        padded = te.compute((spec.batch, spec.in_channels // block, spec.height + top + bottom,
+                             spec.width + left + right, block), shifted, name="shift_input")
+        channel_block = te.reduce_axis((0, spec.in_channels // block), "channel_block")
+        row = te.reduce_axis((0, spec.kernel_h), "kh")
+        column = te.reduce_axis((0, spec.kernel_w), "kw")
+        quad = te.reduce_axis((0, block // group), "channel_group")
+        lane = te.reduce_axis((0, group), "in_lane")
+        products = te.compute(
+            spec.out_shape(),
+            lambda n, o, y, x, vo: te.sum(
+                padded[n, channel_block, y * stride_h + row * dilation_h, x * stride_w + column * dilation_w,
+                       quad * group + lane].astype("int32")
+                * weight[o, channel_block, row, column, quad, vo, lane].astype("int32"),
+                axis=[channel_block, row, column, quad, lane]),
+            name="conv", attrs={"dlas.schedule": "nchwc_dot", INTRINSIC_KEY: dot.intrinsic})
+        return te.compute(spec.out_shape(), lambda n, o, y, x, vo: products[n, o, y, x, vo] - correction[o * block + vo],
+                          name="unshift")
+
+    return compute
+
+
+def _dot_lowering(spec: ConvSpec, weight: np.ndarray, params: dict) -> Lowering | None:
+    """The int8 convolution on the target's dot-product instruction, where its lanes are the block."""
+    dot = dot_product(params.get("target"))
+    if (dot is None or dot.lanes != spec.block or spec.groups > 1 or spec.out_dtype != "int32"
+            or not spec.data_dtype == spec.weight_dtype == "int8"):
+        return None
+    block, group = spec.block, dot.group
+    out_blocks, in_blocks = spec.out_channels // block, spec.in_channels // block
+    packed = weight.reshape(out_blocks, block, in_blocks, block // group, group, spec.kernel_h, spec.kernel_w)
+    packed = packed.transpose(0, 2, 5, 6, 3, 1, 4)  # OIHW[x/g]i[x]o[g]i
+    correction = dot.data_offset * weight.astype(np.int64).sum(axis=(1, 2, 3))
+    return Lowering(f"nchwc_{dot.name}", dot_compute(spec, dot),
+                    [np.ascontiguousarray(packed.astype(dot.weight_dtype)), correction.astype(np.int32)])
+
+
 @ALGORITHMS.register("nchwc", traits={"layouts": layouts},
                      block=Param(int, default=0, low=0, high=64,
                                  help="channels per block (0: the target's float32 vector lanes, e.g. 16 "
@@ -107,6 +167,9 @@ def nchwc(spec: ConvSpec, weight: np.ndarray, params: dict) -> Lowering:
     if spec.layout != "NCHWc":
         raise NotApplicable(f"its channels ({spec.in_channels} in, {spec.out_channels} out, {spec.groups} "
                             f"groups) do not fill blocks of {block_size(params)}: it stays NCHW")
+    dot = _dot_lowering(spec, weight, params)
+    if dot is not None:
+        return dot
     block = spec.block
     blocks = spec.out_channels // block
     by_output_block = weight.reshape(blocks, block, *weight.shape[1:])  # [O/x, x, I/g, KH, KW]
@@ -125,6 +188,21 @@ def schedule_nchwc(sch, block, vector_bits: int) -> None:
     a vector: each weight vector loaded serves the whole tile."""
     tile_reduction(sch, block, vector_bits, vector_axis=4, register_axis=(2, 3),
                    register_tile=accumulators(vector_bits))
+
+
+@default_schedule("nchwc_dot")
+def schedule_nchwc_dot(sch, block, vector_bits: int) -> None:
+    """A tile of output pixels in registers, each accumulator a vector of a block's output
+    channels, the inner ``lanes × group`` loops one dot-product instruction."""
+    batch, out_block, row, column, lane, *reduction = sch.get_loops(block)
+    budget = accumulators(vector_bits)
+    columns = largest_divisor(int(sch.get(column).extent), budget)
+    rows = largest_divisor(int(sch.get(row).extent), budget // columns)
+    row, row_tile = sch.split(row, [None, rows])
+    column, column_tile = sch.split(column, [None, columns])
+    write_back = tile_on_instruction(sch, block, [batch, out_block, row, column], [row_tile, column_tile],
+                                     reduction, lane, inline=True)
+    vectorize_write_back(sch, write_back, lanes(vector_bits, "int32"))
 
 
 def accumulators(vector_bits: int) -> int:
