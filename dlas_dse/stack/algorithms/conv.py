@@ -98,7 +98,6 @@ class ConvSpec:
         return f"NCHW{self.block}c" if self.layout == "NCHWc" else self.layout
 
 
-
 def layout_axes(layout: str) -> list[str]:
     """The axes of a layout name, a block's size kept with its axis: ``NCHW16c`` is N, C, H, W, 16c."""
     return re.findall(r"\d*[A-Za-z]", layout)

@@ -162,7 +162,9 @@ def pack_weight(weight: np.ndarray, dot: DotProduct) -> tuple[np.ndarray, np.nda
     return np.ascontiguousarray(packed.astype(dot.weight_dtype)), correction.astype(np.int32)
 
 
-def _clamp(index, extent: int):
+def clamp(index, extent: int):
+    """``index`` held within ``0 .. extent - 1`` (a read that stays in bounds in both branches of a
+    vectorized select)."""
     return tvm.tirx.max(tvm.tirx.min(index, extent - 1), 0)
 
 
@@ -182,8 +184,8 @@ def dot_compute(spec: ConvSpec, dot: DotProduct):
             channel = block * group + lane
             inside = tvm.tirx.all(channel < spec.in_channels, y >= top, y < top + spec.height,
                                   x >= left, x < left + spec.width)
-            value = data[n, _clamp(channel, spec.in_channels), _clamp(y - top, spec.height),
-                         _clamp(x - left, spec.width)]  # in bounds even where a vector reads both branches
+            value = data[n, clamp(channel, spec.in_channels), clamp(y - top, spec.height),
+                         clamp(x - left, spec.width)]  # in bounds even where a vector reads both branches
             if dot.data_offset:
                 value = value.astype("int32") + dot.data_offset
             return tvm.tirx.if_then_else(inside, value.astype(dot.data_dtype), zero)

@@ -25,7 +25,7 @@ import numpy as np
 from dlas_dse.lazy import lazy_import
 from dlas_dse.registry import ALGORITHMS, Param
 from dlas_dse.stack.algorithms.conv import ConvSpec, accumulate, pad_input
-from dlas_dse.stack.algorithms.int8_dot import INTRINSIC_KEY, DotProduct, dot_product, tile_on_instruction
+from dlas_dse.stack.algorithms.int8_dot import INTRINSIC_KEY, DotProduct, clamp, dot_product, tile_on_instruction
 from dlas_dse.stack.algorithms.lowering import Lowering, NotApplicable
 from dlas_dse.stack.algorithms.schedule import (default_schedule, largest_divisor, lanes, tile_reduction,
                                               vector_bits, vectorize_write_back)
@@ -113,12 +113,11 @@ def dot_compute(spec: ConvSpec, dot: DotProduct):
     block, group = spec.block, dot.group
 
     def compute(data: te.Tensor, weight: te.Tensor, correction: te.Tensor) -> te.Tensor:
-        def shifted(n, c, y, x, lane):
+        def shifted(n, c, y, x, lane):  # padded and shifted in one pass: the border is the offset too
             inside = tvm.tirx.all(y >= top, y < top + spec.height, x >= left, x < left + spec.width)
-            row = tvm.tirx.max(tvm.tirx.min(y - top, spec.height - 1), 0)  # in bounds in both branches
-            column = tvm.tirx.max(tvm.tirx.min(x - left, spec.width - 1), 0)
-            value = (data[n, c, row, column, lane].astype("int32") + dot.data_offset).astype(dot.data_dtype)
-            return tvm.tirx.if_then_else(inside, value, tvm.tirx.const(dot.data_offset, dot.data_dtype))
+            value = data[n, c, clamp(y - top, spec.height), clamp(x - left, spec.width), lane]
+            return tvm.tirx.if_then_else(inside, (value.astype("int32") + dot.data_offset).astype(dot.data_dtype),
+                                         tvm.tirx.const(dot.data_offset, dot.data_dtype))
 
         padded = te.compute((spec.batch, spec.in_channels // block, spec.height + top + bottom,
                              spec.width + left + right, block), shifted, name="shift_input")

@@ -121,13 +121,12 @@ def tile_reduction(sch: s_tir.Schedule, block, vector_bits: int, vector_axis: in
     outer, inner = list(loops[:spatial]), []
     vector = lanes(vector_bits, sch.get(block).writes[0].source.dtype)
     register_axes = (register_axis,) if isinstance(register_axis, int) else tuple(register_axis or ())
-    factors, budget = {}, register_tile
+    factors, budget = {vector_axis: largest_divisor(extents[vector_axis], vector)}, register_tile
     for axis in reversed(register_axes):
         factors[axis] = largest_divisor(extents[axis], budget)
         budget //= factors[axis]
-    for axis, limit in [*((axis, factors[axis]) for axis in register_axes), (vector_axis, vector)]:
-        factor = largest_divisor(extents[axis], limit)
-        outer[axis], part = sch.split(loops[axis], [None, factor])
+    for axis in (*register_axes, vector_axis):
+        outer[axis], part = sch.split(loops[axis], [None, factors[axis]])
         inner.append(part)
     sch.reorder(*outer, *loops[spatial:], *inner)
     write_back = sch.cache_write(block, 0, "local")
