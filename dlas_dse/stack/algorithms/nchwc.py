@@ -38,17 +38,20 @@ DEFAULT_BLOCK = 16
 
 
 def block_size(params: dict) -> int:
-    """The block: ``params["block"]``, else the target's float32 vector lanes."""
+    """The block: ``params["block"]``, else the target's float32 vector lanes; 0 on a target that is
+    not a CPU (a GPU has no vector registers to fill: the model stays NCHW there)."""
+    target = params.get("target")
+    if target is not None and target.kind.name != "llvm":
+        return 0
     if params.get("block"):
         return params["block"]
-    target = params.get("target")
     return vector_bits(target) // 32 if target is not None else DEFAULT_BLOCK
 
 
 def layouts(params: dict) -> tuple[str, str]:
     """The model's data and kernel layouts under ``nchwc`` (the ``layouts`` trait)."""
     block = block_size(params)
-    return f"NCHW{block}c", f"OIHW{block}o"
+    return (f"NCHW{block}c", f"OIHW{block}o") if block else ("NCHW", "OIHW")
 
 
 def dense_compute(spec: ConvSpec):
@@ -164,8 +167,10 @@ def nchwc(spec: ConvSpec, weight: np.ndarray, params: dict) -> Lowering:
     """The model in channel blocks of the vector width (NCHW[x]c), weights packed at build time;
     layout transforms only where the model enters or leaves the blocked layout."""
     if spec.layout != "NCHWc":
-        raise NotApplicable(f"its channels ({spec.in_channels} in, {spec.out_channels} out, {spec.groups} "
-                            f"groups) do not fill blocks of {block_size(params)}: it stays NCHW")
+        block = block_size(params)
+        raise NotApplicable(f"its channels ({spec.in_channels} in, {spec.out_channels} out, {spec.groups} groups) "
+                            f"do not fill blocks of {block}: it stays NCHW" if block else
+                            "nchwc fills a CPU's vector registers; this target is not a CPU: the model stays NCHW")
     dot = _dot_lowering(spec, weight, params)
     if dot is not None:
         return dot
