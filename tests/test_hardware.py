@@ -260,7 +260,6 @@ def test_cuda_kernels_compile_for_an_h200_without_one(monkeypatch, conv, layout,
     assert source.count("__global__") >= 3  # the convolution, the dense layer, the reshape
 
 
-@pytest.mark.skipif(not cuda_status()[0], reason=f"the CUDA path needs an NVIDIA GPU: {cuda_status()[1]}")
 def test_nchwc_on_a_gpu_target_keeps_the_model_nchw_and_says_why():
     """Channel blocks fill a CPU's vector registers; for a CUDA target the rewrite keeps NCHW and
     falls back to direct with the reason, instead of a layout with no block size."""
@@ -271,6 +270,7 @@ def test_nchwc_on_a_gpu_target_keeps_the_model_nchw_and_says_why():
                                                    "a CPU: the model stays NCHW"]
 
 
+@pytest.mark.skipif(not cuda_status()[0], reason=f"the CUDA path needs an NVIDIA GPU: {cuda_status()[1]}")
 def test_cuda_build_matches_pytorch(tmp_path):
     model = _small_convnet()
     request = BuildRequest(model=model, model_key={"test": "cuda"}, image_shape=(3, 8, 8), batch_size=2,
