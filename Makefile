@@ -33,6 +33,8 @@ $(VENV)/.installed: pyproject.toml
 	python3 -m venv $(VENV)
 	$(PYTHON) -m pip install --quiet --upgrade pip
 	$(PYTHON) -m pip install --quiet -e '.[dev]'
+	@# ask LLVM about this CPU once (cached per CPU), so that `list` and `grid --dry-run` need not import TVM
+	$(PYTHON) -m dlas_dse devices >/dev/null
 	touch $@
 
 quickstart: install

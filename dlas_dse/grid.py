@@ -11,6 +11,7 @@ order or the worker that reaches them first.
 from __future__ import annotations
 
 import collections
+import functools
 from dataclasses import dataclass
 
 import optuna
@@ -49,8 +50,15 @@ STAGE_NOTES = {
 
 
 def _key(config: Config, prefixes: tuple[str, ...], ignored: frozenset[str] = frozenset()) -> tuple:
-    return tuple(sorted((name, repr(value)) for name, value in config.items()
-                        if name not in ignored and any(name.startswith(prefix) for prefix in prefixes)))
+    """What of ``config`` a stage depending on ``prefixes`` sees (the ``ignored`` names left out)."""
+    return tuple(sorted((name, repr(value)) for name, value in config.items() if _counts(name, prefixes, ignored)))
+
+
+@functools.cache
+def _counts(name: str, prefixes: tuple[str, ...], ignored: frozenset[str]) -> bool:
+    """Whether the parameter ``name`` is among ``prefixes`` and not ``ignored`` (asked once per name:
+    a large grid asks it millions of times)."""
+    return name not in ignored and name.startswith(prefixes)
 
 
 def _build_key(config: Config, prefixes: tuple[str, ...], ignored: frozenset[str]) -> tuple:
