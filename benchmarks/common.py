@@ -97,6 +97,12 @@ class ResultsFile:
         self.save(finished=False)
         return rows[label]
 
+    def earlier_rows(self, key: str) -> dict:
+        """The configurations that succeeded under ``key`` in this benchmark's results file as an
+        earlier run left it (none if there is no file): what ``--resume`` keeps."""
+        path = RESULTS / f"{self.name}.json"
+        return succeeded(json.loads(path.read_text()).get(key, {})) if path.is_file() else {}
+
     def save(self, finished: bool = True) -> Path:
         """Write the results with the machine's description."""
         self.results.update({"cpu": cpu_model(), "cores": os.cpu_count(), "threads": self.threads,
