@@ -14,6 +14,7 @@ from dlas_dse.lazy import lazy_import
 from dlas_dse.registry import COMPILERS
 from dlas_dse.stack.compilers.base import Build, BuildRequest, Executable
 from dlas_dse.stack.compilers.peers import cached_build, folded_model, time_calls
+from dlas_dse.stack.cpu_features import cpuinfo_line
 
 onnx = lazy_import("onnx")
 onnxruntime = lazy_import("onnxruntime")
@@ -30,11 +31,7 @@ largest logit, over one image up to 65%, while a wrong kernel is off by ~100%.""
 
 def _cpu_has_vnni() -> bool:
     """Whether this x86 CPU has VNNI (int8 dot products without intermediate saturation)."""
-    try:
-        with open("/proc/cpuinfo") as cpuinfo:
-            flags = next((line for line in cpuinfo if line.startswith("flags")), "").split()
-    except OSError:
-        return False
+    flags = cpuinfo_line("flags").split()
     return "avx512_vnni" in flags or "avx_vnni" in flags
 
 
