@@ -45,6 +45,20 @@ def test_compression_changes_the_static_descriptors_the_way_it_changes_the_model
         {**BASE, "model.architecture": "mobilenet_v2"})["depthwise_convs"] == 17
 
 
+def test_depthwise_work_shrinks_with_the_channels_once_not_twice():
+    mobile = {**BASE, "model.architecture": "mobilenet_v2"}
+    dense, pruned = model_descriptors(mobile), model_descriptors({**mobile, "compression.technique": "channel_pruning"})
+    profile = architecture_profile("mobilenet_v2", 32, 10)
+    assert 0 < dense["depthwise_mac_share"] == pytest.approx(profile["depthwise_macs"] / profile["macs"])
+    assert 0 < dense["pointwise_mac_share"] < 1 - dense["depthwise_mac_share"]
+    # half the channels: the depthwise MACs halve, every other convolution's quarter
+    depthwise, others = profile["depthwise_macs"], profile["macs"] - profile["depthwise_macs"]
+    assert math.exp(pruned["log_macs"]) == pytest.approx(depthwise * 0.5 + others * 0.25)
+    assert pruned["depthwise_mac_share"] > dense["depthwise_mac_share"]
+    assert pruned["log_outputs"] == pytest.approx(dense["log_outputs"] + math.log(0.5))
+    assert model_descriptors(BASE)["depthwise_mac_share"] == 0  # resnet18 has none
+
+
 def test_feature_schema_encodes_text_one_hot_and_refuses_unknown_parameters():
     rows = [{"model.architecture": "resnet18", "hardware.threads": 1}, {"model.architecture": "mobilenet_v2"}]
     schema = FeatureSchema.fit(rows)

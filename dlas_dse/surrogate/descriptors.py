@@ -19,17 +19,24 @@ from dlas_dse.stack.datasets import input_geometry
 
 @functools.lru_cache(maxsize=None)
 def architecture_profile(architecture: str, side: int, classes: int) -> dict:
-    """MACs per image, parameters, convolutions and depthwise convolutions of the untrained
-    architecture at ``side`` x ``side`` inputs (one forward pass of zeros, counted with hooks)."""
+    """MACs per image (all, and those of depthwise and of 1x1 convolutions), parameters,
+    convolutions, depthwise convolutions and the elements the convolutions and linear layers write,
+    of the untrained architecture at ``side`` x ``side`` inputs (one forward pass of zeros, counted
+    with hooks)."""
     model = MODELS.get(architecture).function(classes, side).eval()
-    counts = {"macs": 0, "convs": 0, "depthwise_convs": 0}
+    counts = {"macs": 0, "depthwise_macs": 0, "pointwise_macs": 0, "convs": 0, "depthwise_convs": 0, "outputs": 0}
 
     def count(module: nn.Module, inputs, output) -> None:
+        counts["outputs"] += output.numel()
         if isinstance(module, nn.Conv2d):
             kernel = module.kernel_size[0] * module.kernel_size[1]
-            counts["macs"] += output.numel() * kernel * module.in_channels // module.groups
+            macs = output.numel() * kernel * module.in_channels // module.groups
+            depthwise = module.groups > 1 and module.groups == module.in_channels
+            counts["macs"] += macs
+            counts["depthwise_macs"] += macs if depthwise else 0
+            counts["pointwise_macs"] += macs if kernel == 1 and module.groups == 1 else 0
             counts["convs"] += 1
-            counts["depthwise_convs"] += module.groups > 1 and module.groups == module.in_channels
+            counts["depthwise_convs"] += depthwise
         elif isinstance(module, nn.Linear):
             counts["macs"] += module.in_features * module.out_features
 
@@ -51,7 +58,8 @@ def _share(compression: dict, trait: str) -> float:
 
 def model_descriptors(config: Config) -> dict:
     """Descriptors of the deployed model: input size, MACs and parameters before and after
-    compression, convolution counts, weight bits and sparsity."""
+    compression (with the shares of depthwise and 1x1 convolutions, and per convolution), the
+    elements its layers write, convolution counts, weight bits and sparsity."""
     layers = nest(config)
     side, classes = input_geometry(layers["dataset"])
     profile = architecture_profile(layers["model"]["architecture"], side, classes)
@@ -61,11 +69,15 @@ def model_descriptors(config: Config) -> dict:
     kept = (1.0 - removed) ** 2  # channels leave both the inputs and the outputs of each layer
     sparse = layers.get("algorithm", {}).get("format") == "sparse"
     bits = COMPRESSIONS.trait(compression.get("technique", "none"), "weight_bits", 32)
-    macs = profile["macs"] * kept
+    depthwise_macs = profile["depthwise_macs"] * (1.0 - removed)  # one input channel per output channel
+    macs = (profile["macs"] - profile["depthwise_macs"]) * kept + depthwise_macs
     parameters = profile["parameters"] * kept
     return {"input_side": side, "classes": classes, "convs": profile["convs"],
             "depthwise_convs": profile["depthwise_convs"], "weight_bits": bits, "weight_sparsity": sparsity,
             "channels_kept": 1.0 - removed, "log_macs": math.log(macs), "log_parameters": math.log(parameters),
+            "depthwise_mac_share": depthwise_macs / macs, "pointwise_mac_share": profile["pointwise_macs"] * kept / macs,
+            "log_macs_per_conv": math.log(macs / profile["convs"]),
+            "log_outputs": math.log(profile["outputs"] * (1.0 - removed)),
             "log_executed_macs": math.log(macs * (1.0 - sparsity if sparse else 1.0)),
             "log_deployed_bytes": math.log(parameters * bits / 8 * (1.0 - sparsity if sparse else 1.0))}
 

@@ -13,7 +13,7 @@ from dlas_dse.registry import LAYERS
 from dlas_dse.space import Config
 from dlas_dse.surrogate.descriptors import descriptors
 
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2
 """Bumped whenever rows or their encoding change: a saved model with another version is refused."""
 
 
