@@ -35,6 +35,13 @@ def _resnet(model: nn.Module, image_size: int) -> nn.Module:
     return model
 
 
+def _stride_one_stem(model: nn.Module, stem: nn.Conv2d, image_size: int) -> nn.Module:
+    """For small inputs the ``stem`` convolution has stride 1 (no early downsampling)."""
+    if image_size <= SMALL_INPUT:
+        stem.stride = (1, 1)
+    return model
+
+
 @MODELS.register("resnet18")
 def resnet18(num_classes: int, image_size: int) -> nn.Module:
     """ResNet-18; CIFAR stem for small inputs."""
@@ -51,9 +58,7 @@ def resnet50(num_classes: int, image_size: int) -> nn.Module:
 def mobilenet_v2(num_classes: int, image_size: int) -> nn.Module:
     """MobileNetV2; for small inputs the stem convolution has stride 1."""
     model = torchvision.models.mobilenet_v2(num_classes=num_classes)
-    if image_size <= SMALL_INPUT:
-        model.features[0][0].stride = (1, 1)
-    return model
+    return _stride_one_stem(model, model.features[0][0], image_size)
 
 
 @MODELS.register("vgg16_bn")
@@ -80,18 +85,14 @@ def densenet121(num_classes: int, image_size: int) -> nn.Module:
 def efficientnet_b0(num_classes: int, image_size: int) -> nn.Module:
     """EfficientNet-B0; for small inputs the stem convolution has stride 1."""
     model = torchvision.models.efficientnet_b0(num_classes=num_classes)
-    if image_size <= SMALL_INPUT:
-        model.features[0][0].stride = (1, 1)
-    return model
+    return _stride_one_stem(model, model.features[0][0], image_size)
 
 
 @MODELS.register("mnasnet1_0")
 def mnasnet1_0(num_classes: int, image_size: int) -> nn.Module:
     """MnasNet 1.0; for small inputs the stem convolution has stride 1."""
     model = torchvision.models.mnasnet1_0(num_classes=num_classes)
-    if image_size <= SMALL_INPUT:
-        model.layers[0].stride = (1, 1)
-    return model
+    return _stride_one_stem(model, model.layers[0], image_size)
 
 
 def build_model(params: dict, dataset: Dataset) -> nn.Module:
