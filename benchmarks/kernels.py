@@ -57,13 +57,16 @@ class KernelClock:
         return 0  # VMInstrumentReturnKind.NO_OP: run the call as usual
 
 
+def output_channels(output_shape) -> int:
+    """The output channels of a convolution's or matmul's output: axis 1 of NCHW, axes 1 and 4 of
+    NCHW[x]c, the last axis of a (batch, features) matmul."""
+    return int(np.prod([output_shape[axis] for axis in {2: (1,), 4: (1,), 5: (1, 4)}[len(output_shape)]]))
+
+
 def multiply_accumulates(weight_shape, output_shape) -> int:
     """A convolution's or matmul's multiply-accumulates from its weight and output shapes, in any
-    layout: every output element takes (weight elements / output channels) of them. The output
-    channels are axis 1 of NCHW, axes 1 and 4 of NCHW[x]c, the last axis of a matmul."""
-    outputs, weights = int(np.prod(output_shape)), int(np.prod(weight_shape))
-    channels = int(np.prod([output_shape[axis] for axis in {2: (1,), 4: (1,), 5: (1, 4)}[len(output_shape)]]))
-    return outputs * weights // channels
+    layout: every output element takes (weight elements / output channels) of them."""
+    return int(np.prod(output_shape)) * int(np.prod(weight_shape)) // output_channels(output_shape)
 
 
 def summary(clock: KernelClock, runs: int, peak_gflops: float | None) -> dict:
@@ -139,7 +142,7 @@ def main() -> None:
           f"shape and share of the peak ({peak['gflops']:.1f} GFLOP/s, {peak['method']})")
     for name in float32 & set(builds):
         largest = sorted((row for row in builds[name].values() if "macs" in row),
-                         key=lambda row: (-row["macs"], -int(np.prod(row["output_shape"][1:2] + row["output_shape"][4:]))))
+                         key=lambda row: (-row["macs"], -output_channels(row["output_shape"])))
         print(f"{name[4:]:<28}" + "  ".join(f"{'x'.join(map(str, row['output_shape'][1:]))} {row['percent_of_peak']:.0f}%"
                                              for row in largest[:LARGEST]))
     print(f"saved {out.save().relative_to(ROOT)}")
