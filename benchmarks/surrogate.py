@@ -33,12 +33,13 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import optuna  # noqa: E402
+import pandas as pd  # noqa: E402
 
 from common import RESULTS, ResultsFile, digits_space, grid_study, write_project  # noqa: E402
 
 from dlas_dse.config import load_study  # noqa: E402
 from dlas_dse.space import config_key  # noqa: E402
-from dlas_dse.study.opening import load_stored_study  # noqa: E402
+from dlas_dse.study.opening import StudyNotFound, load_stored_study  # noqa: E402
 from dlas_dse.surrogate.data import measured_trials  # noqa: E402
 from dlas_dse.surrogate.evaluation import evaluate  # noqa: E402
 from dlas_dse.surrogate.replay import MeasuredGrid, replay, trials_to_reach  # noqa: E402
@@ -61,6 +62,8 @@ hardware:
   threads: {choices: [1, 0]}
 """
 REPEATS = 16
+GROUPS = ("model.architecture", "compression.technique", "algorithm.conv", "algorithm.format", "hardware.threads")
+"""The layer parameters the held-out errors are grouped by."""
 TARGET = 0.95
 
 
@@ -81,8 +84,23 @@ def repeatability(grid: optuna.Study, again: optuna.Study) -> dict:
     pairs = [(latency[config_key(c)], ms) for c, ms in zip(second.configs, second.latencies_ms)
              if config_key(c) in latency]
     relative = np.array([abs(b - a) / a for a, b in pairs])
+    described = [", ".join(str(c[name]) for name in GROUPS) for c in second.configs if config_key(c) in latency]
     return {"points": len(pairs), "mape_percent": float(100 * relative.mean()),
-            "within_10_percent": float((relative <= 0.10).mean()), "within_20_percent": float((relative <= 0.20).mean())}
+            "within_10_percent": float((relative <= 0.10).mean()), "within_20_percent": float((relative <= 0.20).mean()),
+            "pairs": [{"configuration": text, "first_ms": a, "second_ms": b} for text, (a, b) in zip(described, pairs)]}
+
+
+def errors_by_group(measured, predictions: pd.DataFrame) -> dict:
+    """The held-out relative errors of ``predictions`` grouped by each layer parameter of
+    :data:`GROUPS`: where the surrogate misses."""
+    configs = dict(zip(measured.origins, measured.configs))
+    errors = pd.DataFrame([{name: configs[trial][name] for name in GROUPS} for trial in predictions["trial"]])
+    errors["error"] = ((predictions["predicted_ms"] - predictions["measured_ms"]).abs()
+                       / predictions["measured_ms"]).to_numpy()
+    return {name: {str(value): {"trials": len(group), "mape_percent": float(100 * group["error"].mean()),
+                                "within_10_percent": float((group["error"] <= 0.10).mean())}
+                   for value, group in errors.groupby(name)}
+            for name in GROUPS}
 
 
 def samplers(space, cache_dir: str, seed: int) -> dict[str, optuna.samplers.BaseSampler]:
@@ -129,10 +147,14 @@ def main() -> None:
                                                     sampler="random")})
     print(f"project: {project}", flush=True)
     run(project, "grid", "--study", "surrogate-bench")
-    run(project, "optimize", "--study", "surrogate-repeat", "--n-trials", str(REPEATS))
-
     os.chdir(project)
     os.environ["DLAS_CACHE_DIR"] = cache_dir = str(project / "cache")
+    try:  # a reused project keeps the points it measured again
+        repeated = len(measured_trials([load_stored_study("surrogate-repeat")]))
+    except StudyNotFound:
+        repeated = 0
+    if repeated < REPEATS:
+        run(project, "optimize", "--study", "surrogate-repeat", "--n-trials", str(REPEATS - repeated))
     config = load_study("surrogate-bench")
     study = load_stored_study("surrogate-bench")
     measured = measured_trials([study])
@@ -143,6 +165,7 @@ def main() -> None:
         shutil.rmtree(figures)
     table, skipped = evaluate(measured, cache_dir, figures)
     print(table.to_string(index=False), flush=True)
+    by_group = errors_by_group(measured, pd.read_csv(figures / "predictions_k-fold.csv"))
 
     grid = MeasuredGrid(study)
     curves: dict[str, list[list[float]]] = {}
@@ -154,7 +177,8 @@ def main() -> None:
     plot_curves(curves, RESULTS / "surrogate_search.png", len(grid.values))
     reach = {name: [trials_to_reach(run, TARGET) for run in runs] for name, runs in curves.items()}
     results.update({"models": args.models, "points": len(grid.values), "trials": len(measured),
-               "evaluation": table.to_dict(orient="records"), "skipped": skipped, "repeatability": noise,
+               "evaluation": table.to_dict(orient="records"), "k_fold_errors_by_group": by_group,
+               "skipped": skipped, "repeatability": noise,
                "search": {"budget": args.budget, "seeds": args.seeds, "target_share": TARGET,
                           "trials_to_target": reach,
                           "median_share": {name: np.median(np.array(runs), axis=0).round(4).tolist()
